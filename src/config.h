@@ -1,0 +1,45 @@
+// Model configuration read from a Hugging Face config.json (LlamaForCausalLM / MistralForCausalLM),
+// validated in one place, plus resolution of --base_model (a directory or a Hub id in the local cache).
+// Everything not implemented (rope_scaling, other activations, ...) is rejected, never ignored.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mor {
+
+struct ModelConfig {
+  std::string architecture = "LlamaForCausalLM";  // or MistralForCausalLM
+  std::string model_type = "llama";               // llama | mistral
+  int64_t hidden_size = 0;                        // C
+  int64_t intermediate_size = 0;                  // F
+  int64_t n_layer = 0;                            // num_hidden_layers
+  int64_t n_head = 0;                             // num_attention_heads
+  int64_t n_head_kv = 0;                          // num_key_value_heads (default n_head)
+  int64_t vocab_size = 0;                         // V
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  bool tie_word_embeddings = false;
+  int64_t bos_token_id = 1;
+  int64_t eos_token_id = 2;
+  int64_t pad_token_id = 0;  // batches are left-padded with this id (the reference uses 0)
+  std::string torch_dtype;   // informational, as found in config.json
+
+  int64_t head_dim() const { return hidden_size / n_head; }
+
+  // Throws std::runtime_error naming `source` (a file path) and the offending key.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
+  static ModelConfig from_file(const std::string& config_json_path);
+  nlohmann::json to_json() const;  // a config.json transformers can read
+  void validate(const std::string& source) const;
+};
+
+// --base_model: a directory in Hugging Face layout, or a Hub id resolved through the local cache
+// ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; models--ORG--NAME/snapshots/<refs/main>).
+// Throws listing every place it looked.
+std::string resolve_model_dir(const std::string& base_model);
+
+}  // namespace mor

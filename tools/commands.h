@@ -1,0 +1,12 @@
+// The subcommands of `mor`, one thin main each (tools/cmd_*.cpp); argv[0] is the subcommand name.
+#pragma once
+
+namespace mor {
+int cmd_generate(int argc, char** argv);          // tools/cmd_generate.cpp
+int cmd_prepare_scienceqa(int argc, char** argv); // tools/cmd_prepare_scienceqa.cpp
+int cmd_params(int argc, char** argv);            // tools/cmd_params.cpp
+int cmd_score(int argc, char** argv);             // tools/cmd_score.cpp
+int cmd_train(int argc, char** argv);             // tools/cmd_train.cpp
+int cmd_eval_scienceqa(int argc, char** argv);    // tools/cmd_eval_scienceqa.cpp
+int cmd_quickstart(int argc, char** argv);        // tools/cmd_quickstart.cpp
+}  // namespace mor
