@@ -1,0 +1,35 @@
+// Datasets as users have them: Hugging Face save_to_disk folders (DatasetDict or Dataset, Arrow IPC
+// stream files), .json lists and .json/.jsonl lines. Rows are ordered JSON objects (column order kept);
+// features follow the `datasets` spelling ({"dtype": "string", "_type": "Value"}, ...).
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mor {
+
+using Row = nlohmann::ordered_json;  // one object per example; null, bool, numbers, strings, lists, objects
+
+struct Dataset {
+  std::vector<Row> rows;
+  nlohmann::ordered_json features;  // `datasets` features, column -> feature; may be null when unknown
+  std::vector<std::string> column_names() const;
+};
+
+// split name -> dataset, in the order dataset_dict.json lists them (a .json file or a single
+// Dataset folder gives one split, "train").
+struct DatasetDict {
+  std::vector<std::string> split_names;
+  std::map<std::string, Dataset> splits;
+  const Dataset& split(const std::string& name) const;  // throws listing the splits present
+};
+
+// Loads any supported layout; throws with the file, and for Arrow the column and offset, on bad input.
+DatasetDict load_dataset(const std::string& path);
+
+// Writes a DatasetDict the way `datasets.save_to_disk` does, atomically (temporary folder + rename).
+void save_to_disk(const DatasetDict& dd, const std::string& path);
+
+}  // namespace mor

@@ -1,0 +1,53 @@
+// sentencepiece tokenizer.model as Hugging Face's LlamaTokenizer uses it: BOS prepended (add_bos_token
+// true, add_eos_token false unless tokenizer_config.json says otherwise), decoding that skips special
+// tokens (what `mor generate` prints) and decoding that keeps them as text like `batch_decode`.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sentencepiece { class SentencePieceProcessor; }
+
+namespace mor {
+
+class Tokenizer {
+ public:
+  // Loads `tokenizer.model` (and tokenizer_config.json beside it, when present) from a model directory
+  // or a direct path to a .model file. Throws naming the file when missing or unreadable.
+  static Tokenizer load(const std::string& dir_or_model_file);
+
+  // BOS (when add_bos) + pieces (+ EOS when add_eos). An empty text gives BOS alone.
+  std::vector<int64_t> encode(const std::string& text) const;
+  std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const;
+
+  // Skips special tokens (bos, eos, unk, pad ids); sentencepiece's own decoding (no leading space).
+  std::string decode(const std::vector<int64_t>& ids) const;
+  // Keeps special tokens as text (<s>, </s>, <unk>) and applies clean_up_tokenization_spaces,
+  // as transformers' LlamaTokenizer.batch_decode does by default.
+  std::string decode_hf(const std::vector<int64_t>& ids) const;
+
+  int64_t vocab_size() const;
+  int64_t bos_id() const { return bos_id_; }
+  int64_t eos_id() const { return eos_id_; }
+  int64_t unk_id() const { return unk_id_; }
+  bool add_bos = true, add_eos = false;
+
+ private:
+  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  int64_t bos_id_ = 1, eos_id_ = 2, unk_id_ = 0;
+};
+
+// The alpaca template of the reference scripts (and a JSON file with prompt_input, prompt_no_input,
+// response_split). generate_prompt(instruction, input, output) = template + output.
+struct PromptTemplate {
+  std::string prompt_input, prompt_no_input, response_split = "### Response:";
+  static PromptTemplate alpaca();
+  static PromptTemplate from_name_or_file(const std::string& name_or_path);  // "alpaca" | "none" | file.json
+  std::string generate_prompt(const std::string& instruction, const std::string& input = "",
+                              const std::string& output = "") const;
+  // Part after the first response_split and before any second one, trimmed.
+  std::string get_response(const std::string& text) const;
+};
+
+}  // namespace mor
