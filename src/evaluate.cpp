@@ -1,0 +1,310 @@
+// ScienceQA evaluation (see evaluate.h): batches in file order, greedy generation with the KV cache,
+// batch_decode text, answer extraction, the reference's result file, resume, per-group accuracy.
+#include "evaluate.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <stdexcept>
+
+#include "adapter.h"
+#include "allocation.h"
+#include "cli.h"
+#include "config.h"
+#include "dataset.h"
+#include "generate.h"
+#include "llama.h"
+#include "pyjson.h"
+#include "tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace mor {
+
+std::vector<std::string> find_answers(const std::string& text) {
+  static const std::string kPrefix = "The answer is ";
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = text.find(kPrefix, pos)) != std::string::npos) {
+    size_t l = pos + kPrefix.size();
+    // ([A-Z]) then '.', which in Python matches any character except a newline; a UTF-8 multi-byte
+    // character is one character there, and any of its bytes is not '\n', so one byte suffices.
+    if (l + 1 < text.size() && text[l] >= 'A' && text[l] <= 'Z' && text[l + 1] != '\n') {
+      out.emplace_back(1, text[l]);
+      pos = l + 2;
+    } else {
+      pos += 1;
+    }
+  }
+  return out;
+}
+
+std::string pick_answer(const std::vector<std::string>& matches) {
+  return matches.size() == 1 ? matches[0] : "FAILED";
+}
+
+namespace {
+
+struct Tally {
+  int64_t correct = 0, len = 0;
+};
+
+nlohmann::ordered_json tally_json(const Tally& t) {
+  nlohmann::ordered_json j;
+  j["acc"] = t.len ? 100.0 * static_cast<double>(t.correct) / static_cast<double>(t.len) : 0.0;
+  j["correct"] = t.correct;
+  j["len"] = t.len;
+  return j;
+}
+
+const char* kGroupColumns[] = {"subject", "grade", "category"};
+
+// Accuracy per value of subject/grade/category over the rows evaluated so far.
+nlohmann::ordered_json group_accuracy(const std::vector<Row>& rows, const std::vector<bool>& ok) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const char* col : kGroupColumns) {
+    std::map<std::string, Tally> by;
+    bool present = false;
+    for (size_t i = 0; i < ok.size(); ++i) {
+      if (!rows[i].contains(col) || !rows[i][col].is_string()) continue;
+      present = true;
+      auto& t = by[rows[i][col].get<std::string>()];
+      t.len++;
+      t.correct += ok[i];
+    }
+    if (!present) continue;
+    nlohmann::ordered_json g = nlohmann::ordered_json::object();
+    for (const auto& [k, t] : by) g[k] = tally_json(t);
+    out[col] = g;
+  }
+  return out;
+}
+
+std::string row_string(const Row& row, const char* col, const std::string& file, size_t idx, bool required) {
+  if (!row.is_object()) throw std::runtime_error(file + ": row " + std::to_string(idx) + " is not an object");
+  if (!row.contains(col) || row[col].is_null()) {
+    if (!required) return "";
+    throw std::runtime_error(file + ": row " + std::to_string(idx) + " has no '" + col + "' column");
+  }
+  if (row[col].is_string()) return row[col].get<std::string>();
+  return row[col].dump();  // the reference takes str(example["answer"])
+}
+
+std::vector<Row> load_test_rows(const std::string& path) {
+  DatasetDict dd = load_dataset(path);
+  if (dd.split_names.size() == 1) return dd.split(dd.split_names[0]).rows;
+  return dd.split("test").rows;  // a DatasetDict: its test split
+}
+
+void write_result_file(const std::string& path, const nlohmann::ordered_json& data) {
+  fs::path p(path);
+  if (p.has_parent_path()) fs::create_directories(p.parent_path());
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << py_json_dumps(data, 2);
+    if (!f) throw std::runtime_error("cannot write " + tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+// Log-probability of each candidate continuation after the prompt; one forward pass of all candidates.
+std::string score_by_logprob(LlamaForCausalLM& model, const Tokenizer& tok, const std::string& prompt,
+                             int64_t n_options) {
+  static const std::string letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  std::vector<std::vector<int64_t>> seqs;
+  const auto prompt_ids = tok.encode(prompt);
+  std::vector<size_t> answer_start;
+  for (int64_t i = 0; i < n_options; ++i) {
+    auto full = tok.encode(prompt + "Answer: The answer is " + letters[i] + ".");
+    // The candidates share the prompt's tokens; score from the first token where they may differ.
+    size_t common = 0;
+    while (common < prompt_ids.size() && common < full.size() && prompt_ids[common] == full[common]) ++common;
+    answer_start.push_back(std::max<size_t>(common, 1));
+    seqs.push_back(std::move(full));
+  }
+  size_t T = 0;
+  for (auto& s : seqs) T = std::max(T, s.size());
+  auto ids = torch::zeros({n_options, static_cast<int64_t>(T)}, torch::kLong);
+  auto mask = torch::zeros({n_options, static_cast<int64_t>(T)}, torch::kLong);
+  for (int64_t i = 0; i < n_options; ++i) {
+    int64_t off = static_cast<int64_t>(T - seqs[i].size());
+    for (size_t t = 0; t < seqs[i].size(); ++t) ids[i][off + static_cast<int64_t>(t)] = seqs[i][t];
+    mask.index_put_({i, torch::indexing::Slice(off, torch::indexing::None)}, 1);
+  }
+  ForwardArgs args;
+  args.input_ids = ids.to(model->device);
+  args.attention_mask = mask.to(model->device);
+  args.position_ids = (mask.cumsum(1) - 1).clamp_min(0).to(model->device);
+  auto logp = torch::log_softmax(model->forward(args), -1).to(torch::kCPU);  // [N, T, V]
+  int64_t best = 0;
+  double best_lp = -1e300;
+  for (int64_t i = 0; i < n_options; ++i) {
+    int64_t off = static_cast<int64_t>(T - seqs[i].size());
+    double lp = 0;
+    for (size_t t = answer_start[i]; t < seqs[i].size(); ++t)
+      lp += logp[i][off + static_cast<int64_t>(t) - 1][seqs[i][t]].item<double>();
+    if (lp > best_lp) best_lp = lp, best = i;
+  }
+  return std::string("Answer: The answer is ") + letters[best] + ".";
+}
+
+int64_t option_count(const Row& row) {
+  if (row.contains("choices") && row["choices"].is_array() && !row["choices"].empty())
+    return static_cast<int64_t>(row["choices"].size());
+  // Otherwise count "(A) ", "(B) ", ... in the instruction.
+  std::string ins = row.value("instruction", std::string());
+  int64_t n = 0;
+  while (n < 26 && ins.find(std::string("(") + char('A' + n) + ") ") != std::string::npos) ++n;
+  if (n == 0) throw std::runtime_error("--scoring logprob needs a 'choices' column or (A) options in the instruction");
+  return n;
+}
+
+class Progress {
+ public:
+  Progress(int64_t total, bool quiet) : total_(total), quiet_(quiet), tty_(isatty(STDERR_FILENO)) {
+    start_ = std::chrono::steady_clock::now();
+  }
+  void update(int64_t done, int64_t correct) {
+    if (quiet_) return;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    double acc = done ? 100.0 * correct / done : 0.0;
+    char line[256];
+    if (tty_) {
+      int width = 30, filled = total_ ? static_cast<int>(width * done / total_) : width;
+      std::string bar(filled, '#');
+      bar += std::string(width - filled, '.');
+      double eta = done ? secs / done * (total_ - done) : 0;
+      std::snprintf(line, sizeof line, "\r[%s] %lld/%lld  acc %.2f%%  %.1f ex/s  eta %.0fs", bar.c_str(),
+                    (long long)done, (long long)total_, acc, done / std::max(secs, 1e-9), eta);
+      std::cerr << line << (done == total_ ? "\n" : "") << std::flush;
+    } else {
+      std::snprintf(line, sizeof line, "%lld/%lld examples, acc %.2f%%, %.1f ex/s", (long long)done,
+                    (long long)total_, acc, done / std::max(secs, 1e-9));
+      std::cerr << line << "\n";
+    }
+  }
+
+ private:
+  int64_t total_;
+  bool quiet_, tty_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
+  if (opt.batch_size < 1) throw std::runtime_error("--batch_size must be at least 1");
+  if (opt.max_new_tokens < 1) throw std::runtime_error("--max_new_tokens must be at least 1");
+  if (opt.scoring != "generate" && opt.scoring != "logprob")
+    throw std::runtime_error("--scoring must be generate or logprob, not '" + opt.scoring + "'");
+  std::vector<Row> rows = load_test_rows(opt.test_dataset);
+  if (opt.limit > 0 && static_cast<size_t>(opt.limit) < rows.size()) rows.resize(opt.limit);
+  std::vector<std::string> answers;
+  std::vector<std::string> prompts;
+  PromptTemplate tmpl = PromptTemplate::from_name_or_file(opt.prompt_template);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    answers.push_back(row_string(rows[i], "answer", opt.test_dataset, i, true));
+    prompts.push_back(tmpl.generate_prompt(row_string(rows[i], "instruction", opt.test_dataset, i, true),
+                                           row_string(rows[i], "input", opt.test_dataset, i, false)));
+  }
+
+  // Resume from the saved result file: the first `len` examples are done.
+  nlohmann::ordered_json results = nlohmann::ordered_json::array(), outputs = nlohmann::ordered_json::array();
+  int64_t correct = 0;
+  std::vector<bool> ok;
+  if (opt.resume && fs::exists(opt.save_path)) {
+    nlohmann::ordered_json saved;
+    try {
+      std::ifstream f(opt.save_path);
+      saved = nlohmann::ordered_json::parse(f);
+      results = saved.at("results");
+      outputs = saved.at("outputs");
+    } catch (const std::exception& e) {
+      throw std::runtime_error(opt.save_path + ": cannot resume from it: " + e.what());
+    }
+    if (results.size() != outputs.size() || results.size() > rows.size())
+      throw std::runtime_error(opt.save_path + ": cannot resume: it holds " + std::to_string(results.size()) +
+                               " results for a dataset of " + std::to_string(rows.size()) + " rows");
+    for (size_t i = 0; i < results.size(); ++i) {
+      std::vector<std::string> m;
+      for (auto& x : results[i]) m.push_back(x.get<std::string>());
+      bool good = pick_answer(m) == answers[i];
+      ok.push_back(good);
+      correct += good;
+    }
+    if (!opt.quiet) std::cerr << "resuming after " << results.size() << " examples from " << opt.save_path << "\n";
+  }
+
+  torch::Device device = parse_device(opt.device);
+  torch::Dtype dtype = parse_dtype(opt.dtype, device);
+  set_threads(opt.threads);
+  const std::string model_dir = resolve_model_dir(opt.base_model);
+  Tokenizer tok = Tokenizer::load(model_dir);
+  LlamaForCausalLM model = load_llama(model_dir, dtype, device);
+  if (!opt.mola_weights.empty()) {
+    AllocationFlags flags{opt.lora_target_modules, opt.number_experts, opt.lora_r, opt.top_k};
+    load_adapter(model, opt.mola_weights, flags);
+  }
+  model->eval();
+  torch::NoGradGuard no_grad;
+
+  auto summary_json = [&](size_t n) {
+    nlohmann::ordered_json data;
+    data["acc"] = n ? static_cast<double>(correct) / static_cast<double>(n) * 100.0 : 0.0;
+    data["correct"] = correct;
+    data["len"] = static_cast<int64_t>(n);
+    data["results"] = results;
+    data["outputs"] = outputs;
+    data["by_group"] = group_accuracy(rows, ok);
+    return data;
+  };
+
+  Progress progress(static_cast<int64_t>(rows.size()), opt.quiet);
+  const size_t save_every = 200;
+  for (size_t start = results.size(); start < rows.size();) {
+    size_t end = std::min(rows.size(), start + static_cast<size_t>(opt.batch_size));
+    std::vector<std::string> texts;
+    if (opt.scoring == "logprob") {
+      for (size_t i = start; i < end; ++i) texts.push_back(score_by_logprob(model, tok, prompts[i], option_count(rows[i])));
+    } else {
+      std::vector<std::vector<int64_t>> ids;
+      for (size_t i = start; i < end; ++i) ids.push_back(tok.encode(prompts[i]));
+      GenerateOptions g;
+      g.max_new_tokens = opt.max_new_tokens;
+      g.temperature = 0;
+      g.pad_id = 0;
+      g.eos_id = tok.eos_id();
+      // Sequences as transformers returns them: left pads, prompt, new tokens, pads after an early EOS.
+      auto seqs = generate_sequences(model, ids, g);
+      for (auto& s : seqs) texts.push_back(tmpl.get_response(tok.decode_hf(s)));
+    }
+    for (size_t i = start; i < end; ++i) {
+      const std::string& text = texts[i - start];
+      auto m = find_answers(text);
+      bool good = pick_answer(m) == answers[i];
+      correct += good;
+      ok.push_back(good);
+      results.push_back(m);
+      outputs.push_back(text);
+    }
+    progress.update(static_cast<int64_t>(end), correct);
+    if (end / save_every > start / save_every || end == rows.size()) write_result_file(opt.save_path, summary_json(end));
+    start = end;
+  }
+  if (rows.empty()) write_result_file(opt.save_path, summary_json(0));
+
+  EvalSummary s;
+  s.len = static_cast<int64_t>(results.size());
+  s.correct = correct;
+  s.acc = s.len ? 100.0 * static_cast<double>(correct) / static_cast<double>(s.len) : 0.0;
+  s.by_group = group_accuracy(rows, ok);
+  return s;
+}
+
+}  // namespace mor

@@ -1,0 +1,180 @@
+// The embedded default behind `mor quickstart` (see quickstart.h).
+#include "quickstart.h"
+
+#include <sentencepiece_trainer.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+
+#include "llama.h"
+#include "tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace mor {
+namespace {
+
+// One kind of question: a fixed list of options (as ScienceQA's "solid / liquid / gas"), the items
+// whose answer is each option, and a few phrasings.
+struct Topic {
+  std::string topic, category, skill, subject;
+  std::vector<std::string> options;
+  std::vector<std::vector<std::string>> items;  // items[i] have answer options[i]
+  std::vector<std::string> phrasings;           // "{}" is replaced by the item
+};
+
+const std::vector<Topic>& topics() {
+  static const std::vector<Topic> t = {
+      {"physics", "States of matter", "Identify solids, liquids, and gases", "natural science",
+       {"solid", "liquid", "gas"},
+       {{"rock", "brick", "coin", "chair", "ice cube", "book", "spoon", "pencil"},
+        {"milk", "apple juice", "water", "honey", "vinegar", "olive oil", "lemonade", "tea"},
+        {"steam", "air", "helium", "oxygen", "smoke", "neon", "carbon dioxide", "fog"}},
+       {"Which state of matter is {}?", "Is {} a solid, a liquid, or a gas?", "What is the state of {}?"}},
+      {"biology", "Classification", "Identify animal groups", "natural science",
+       {"mammal", "bird", "fish", "reptile"},
+       {{"dog", "horse", "whale", "bat", "cow", "rabbit", "tiger", "mouse"},
+        {"eagle", "owl", "robin", "penguin", "duck", "parrot", "swan", "crow"},
+        {"shark", "salmon", "trout", "tuna", "goldfish", "cod", "eel", "carp"},
+        {"snake", "lizard", "turtle", "crocodile", "iguana", "gecko", "cobra", "tortoise"}},
+       {"Which group does the {} belong to?", "Select the group of the {}.", "What kind of animal is a {}?"}},
+      {"earth science", "Weather and climate", "Identify the season", "natural science",
+       {"winter", "spring", "summer", "autumn"},
+       {{"snow", "frost", "sledding", "mittens"},
+        {"blossoms", "tulips", "lambs", "rain showers"},
+        {"heat waves", "beach trips", "sunburn", "ice cream"},
+        {"falling leaves", "harvest", "pumpkins", "acorns"}},
+       {"Which season do you think of with {}?", "In which season do people see {}?", "{} belongs to which season?"}},
+  };
+  return t;
+}
+
+std::string replace_braces(std::string s, const std::string& item) {
+  auto pos = s.find("{}");
+  s.replace(pos, 2, item);
+  if (!s.empty() && pos == 0) s[0] = static_cast<char>(std::toupper(s[0]));
+  return s;
+}
+
+Row make_row(const Topic& t, size_t answer_idx, const std::string& item, const std::string& phrasing) {
+  const std::string letters = "ABCDE";
+  std::string question = replace_braces(phrasing, item);
+  std::string choices_text;
+  nlohmann::ordered_json choices = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < t.options.size(); ++i) {
+    if (i) choices_text += " ";
+    choices_text += std::string("(") + letters[i] + ") " + t.options[i];
+    choices.push_back(t.options[i]);
+  }
+  std::string letter(1, letters[answer_idx]);
+  Row r;
+  r["image"] = nullptr;
+  r["question"] = question;
+  r["choices"] = choices;
+  r["answer"] = letter;
+  r["hint"] = "";
+  r["task"] = "closed choice";
+  r["grade"] = t.topic == "biology" ? "grade3" : "grade2";
+  r["subject"] = t.subject;
+  r["topic"] = t.topic;
+  r["category"] = t.category;
+  r["skill"] = t.skill;
+  r["lecture"] = "";
+  r["solution"] = "The answer is " + t.options[answer_idx] + ".";
+  r["input"] = "";
+  r["instruction"] = "Context: N/A\nQuestion: " + question + "\nOptions: " + choices_text + "\n";
+  r["output"] = "Answer: The answer is " + letter + ".";
+  return r;
+}
+
+nlohmann::ordered_json quickstart_features() {
+  auto str = nlohmann::ordered_json{{"dtype", "string"}, {"_type", "Value"}};
+  nlohmann::ordered_json f;
+  f["image"] = {{"dtype", "null"}, {"_type", "Value"}};
+  f["question"] = str;
+  f["choices"] = {{"feature", str}, {"_type", "Sequence"}};
+  for (const char* c : {"answer", "hint", "task", "grade", "subject", "topic", "category", "skill", "lecture",
+                        "solution", "input", "instruction", "output"})
+    f[c] = str;
+  return f;
+}
+
+}  // namespace
+
+DatasetDict make_synthetic_scienceqa(uint64_t seed, int64_t n_train, int64_t n_validation, int64_t n_test) {
+  std::mt19937_64 rng(seed);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  auto sample = [&]() {
+    const Topic& t = topics()[pick(topics().size())];
+    size_t a = pick(t.options.size());
+    const auto& items = t.items[a];
+    return make_row(t, a, items[pick(items.size())], t.phrasings[pick(t.phrasings.size())]);
+  };
+  DatasetDict dd;
+  for (auto [name, n] : {std::pair<std::string, int64_t>{"train", n_train}, {"validation", n_validation},
+                         {"test", n_test}}) {
+    Dataset ds;
+    ds.features = quickstart_features();
+    for (int64_t i = 0; i < n; ++i) ds.rows.push_back(sample());
+    dd.split_names.push_back(name);
+    dd.splits[name] = std::move(ds);
+  }
+  return dd;
+}
+
+int64_t train_quickstart_tokenizer(const DatasetDict& data, const std::string& dir) {
+  fs::create_directories(dir);
+  const std::string corpus = (fs::path(dir) / "tokenizer_corpus.txt").string();
+  {
+    std::ofstream f(corpus);
+    PromptTemplate tmpl = PromptTemplate::alpaca();
+    for (const auto& name : data.split_names)
+      for (const auto& row : data.split(name).rows) {
+        std::string text = tmpl.generate_prompt(row["instruction"].get<std::string>(), "",
+                                                row["output"].get<std::string>());
+        for (char& c : text) if (c == '\n') c = ' ';  // sentencepiece reads one sentence a line
+        f << text << "\n";
+      }
+    f << tmpl.prompt_input << "\n";
+  }
+  const std::string prefix = (fs::path(dir) / "tokenizer").string();
+  auto status = sentencepiece::SentencePieceTrainer::Train(
+      "--input=" + corpus + " --model_prefix=" + prefix +
+      " --vocab_size=400 --hard_vocab_limit=false --model_type=bpe --character_coverage=1.0"
+      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1 --minloglevel=2"
+      " --split_digits=true --byte_fallback=false");
+  if (!status.ok()) throw std::runtime_error("training the quickstart tokenizer failed: " + status.ToString());
+  fs::remove(corpus);
+  fs::remove(prefix + ".vocab");
+  return Tokenizer::load(prefix + ".model").vocab_size();
+}
+
+void write_quickstart_model(const DatasetDict& data, const std::string& dir, uint64_t seed) {
+  int64_t vocab = train_quickstart_tokenizer(data, dir);
+  ModelConfig cfg;
+  cfg.hidden_size = 64;
+  cfg.intermediate_size = 172;
+  cfg.n_layer = 4;
+  cfg.n_head = 4;
+  cfg.n_head_kv = 2;
+  cfg.vocab_size = vocab;
+  cfg.max_position_embeddings = 512;
+  cfg.rms_norm_eps = 1e-5;
+  cfg.torch_dtype = "float32";
+  LlamaForCausalLM model = random_llama(cfg, seed, torch::kFloat32, torch::kCPU);
+  {
+    // A frozen random base can only be steered by adapters if its token geometry is not washed out:
+    // unit-variance embeddings and an lm_head whose rows can reach confident logits.
+    torch::NoGradGuard no_grad;
+    auto gen = at::detail::createCPUGenerator(seed + 1);
+    for (auto& p : model->named_parameters()) {
+      if (p.key() == "model.embed_tokens.weight") p.value().normal_(0.0, 1.0, gen);
+      if (p.key() == "lm_head.weight") p.value().normal_(0.0, 0.25, gen);
+    }
+  }
+  save_llama(model, dir);
+}
+
+}  // namespace mor
