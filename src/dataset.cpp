@@ -224,7 +224,9 @@ Dataset load_json(const fs::path& p) {
                                  " is " + whole[i].type_name());
       rows.push_back(std::move(whole[i]));
     }
-  } else if (parsed && !whole.is_object()) {
+  } else if (parsed && whole.is_object()) {  // a single object: one row, as JSON lines would read it
+    rows.push_back(std::move(whole));
+  } else if (parsed) {
     throw std::runtime_error(p.string() + ": expected a list of objects or one object per line, found a " +
                              std::string(whole.type_name()));
   } else {  // JSON lines: one object per non-empty line
