@@ -248,8 +248,12 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   Tokenizer tok = Tokenizer::load(model_dir);
   LlamaForCausalLM model = load_llama(model_dir, dtype, device);
   if (!opt.mola_weights.empty()) {
-    AllocationFlags flags{opt.lora_target_modules, opt.number_experts, opt.lora_r, opt.top_k};
-    load_adapter(model, opt.mola_weights, flags);
+    if (opt.allocation.any_given()) {
+      Allocation given = opt.allocation.build(model->cfg);
+      load_adapter(model, opt.mola_weights, &given);
+    } else {
+      load_adapter(model, opt.mola_weights);
+    }
   }
   model->eval();
   torch::NoGradGuard no_grad;
@@ -279,10 +283,14 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
       g.max_new_tokens = opt.max_new_tokens;
       g.temperature = 0;
       g.pad_id = 0;
-      g.eos_id = tok.eos_id();
+      g.stop_ids = {tok.eos_id()};
       // Sequences as transformers returns them: left pads, prompt, new tokens, pads after an early EOS.
-      auto seqs = generate_sequences(model, ids, g);
-      for (auto& s : seqs) texts.push_back(tmpl.get_response(tok.decode_hf(s)));
+      GenerateOutput out = generate(model, ids, g);
+      auto seqs = out.sequences.to(torch::kCPU).contiguous();
+      for (int64_t r = 0; r < seqs.size(0); ++r) {
+        const int64_t* p = seqs[r].data_ptr<int64_t>();
+        texts.push_back(tmpl.get_response(tok.decode_hf(std::vector<int64_t>(p, p + seqs.size(1)))));
+      }
     }
     for (size_t i = start; i < end; ++i) {
       const std::string& text = texts[i - start];

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "allocation.h"
+
 namespace mor {
 
 struct EvalOptions {
@@ -16,8 +18,9 @@ struct EvalOptions {
   std::string base_model = "NousResearch/Llama-2-7b-hf";
   std::string mola_weights;  // empty: the base model alone
   std::string save_path = "./results/mola_test_sciqa.json";
-  // Allocation flags: optional when the adapter folder records them; must agree when given.
-  std::string lora_target_modules, number_experts, top_k, lora_r;
+  // Allocation flags: optional when the adapter folder records them (mola_config.json); when given
+  // they must agree with it. The reference's adapters record no experts or top-k: then they are needed.
+  AllocationFlags allocation;
   int64_t batch_size = 8;
   int64_t max_new_tokens = 128;
   std::string scoring = "generate";  // generate | logprob

@@ -1,10 +1,9 @@
 // The embedded default behind `mor quickstart` (see quickstart.h).
 #include "quickstart.h"
 
-#include <sentencepiece_trainer.h>
-
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <stdexcept>
 
@@ -140,12 +139,11 @@ int64_t train_quickstart_tokenizer(const DatasetDict& data, const std::string& d
     f << tmpl.prompt_input << "\n";
   }
   const std::string prefix = (fs::path(dir) / "tokenizer").string();
-  auto status = sentencepiece::SentencePieceTrainer::Train(
+  Tokenizer::train(
       "--input=" + corpus + " --model_prefix=" + prefix +
       " --vocab_size=400 --hard_vocab_limit=false --model_type=bpe --character_coverage=1.0"
       " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1 --minloglevel=2"
       " --split_digits=true --byte_fallback=false");
-  if (!status.ok()) throw std::runtime_error("training the quickstart tokenizer failed: " + status.ToString());
   fs::remove(corpus);
   fs::remove(prefix + ".vocab");
   return Tokenizer::load(prefix + ".model").vocab_size();

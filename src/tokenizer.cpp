@@ -33,6 +33,7 @@ struct Spm {
   int (*eos_id)(void*);
   int (*unk_id)(void*);
   int (*pad_id)(void*);
+  char* (*train)(const char*);
 };
 
 const Spm& spm() {
@@ -80,6 +81,7 @@ const Spm& spm() {
     a.eos_id = reinterpret_cast<int (*)(void*)>(sym("mor_spm_eos_id"));
     a.unk_id = reinterpret_cast<int (*)(void*)>(sym("mor_spm_unk_id"));
     a.pad_id = reinterpret_cast<int (*)(void*)>(sym("mor_spm_pad_id"));
+    a.train = reinterpret_cast<char* (*)(const char*)>(sym("mor_spm_train"));
     return a;
   }();
   return api;
@@ -94,6 +96,14 @@ std::string take(char* buf, size_t len, const char* what) {
 }
 
 }  // namespace
+
+void Tokenizer::train(const std::string& trainer_flags) {
+  if (char* err = spm().train(trainer_flags.c_str())) {
+    std::string msg(err);
+    spm().free_buf(err);
+    throw std::runtime_error("training a sentencepiece tokenizer failed: " + msg);
+  }
+}
 
 Tokenizer Tokenizer::load(const std::string& path) {
   fs::path model = path;

@@ -15,6 +15,8 @@ class Tokenizer {
   // Loads `tokenizer.model` (and tokenizer_config.json beside it, when present) from a model directory
   // or a direct path to a .model file. Throws naming the file when missing or unreadable.
   static Tokenizer load(const std::string& dir_or_model_file);
+  // Trains a new tokenizer.model with sentencepiece_trainer flags ("--input=... --model_prefix=...").
+  static void train(const std::string& trainer_flags);
 
   // BOS (when add_bos) + pieces (+ EOS when add_eos). An empty text gives BOS alone.
   std::vector<int64_t> encode(const std::string& text) const;

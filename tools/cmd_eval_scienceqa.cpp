@@ -16,10 +16,7 @@ int mor::cmd_eval_scienceqa(int argc, char** argv) {
         add_opt(app, "base_model", o.base_model, "model directory (Hugging Face layout) or Hub id in the local cache");
         add_opt(app, "mola_weights", o.mola_weights, "adapter folder (ours or the reference's adapter_model.bin)");
         add_opt(app, "save_path", o.save_path, "result file (written every 200 examples and at the end)");
-        add_opt(app, "lora_target_modules", o.lora_target_modules, "optional; must agree with the adapter");
-        add_opt(app, "number_experts", o.number_experts, "optional; must agree with the adapter");
-        add_opt(app, "top_k", o.top_k, "optional; must agree with the adapter");
-        add_opt(app, "lora_r", o.lora_r, "optional; must agree with the adapter");
+        add_allocation_flags(app, o.allocation);  // optional; must agree with the adapter folder
         add_opt(app, "batch_size", o.batch_size, "prompts per batch (left-padded)");
         add_opt(app, "max_new_tokens", o.max_new_tokens, "tokens generated per prompt at most");
         add_opt(app, "scoring", o.scoring, "generate (the reference) or logprob (best option by log-probability)");

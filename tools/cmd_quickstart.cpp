@@ -3,6 +3,7 @@
 // the accuracy before and after, each step run as the same `mor` command a user would type.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -61,7 +62,11 @@ int mor::cmd_quickstart(int argc, char** argv) {
         std::cout << "[1/4] synthetic ScienceQA-style data and a tiny random LLaMA (seed " << seed << ")\n";
         DatasetDict data = make_synthetic_scienceqa(seed, n_train, 100, 200);
         save_to_disk(data, hf);
-        write_json_file(test_json, py_json_dumps(nlohmann::ordered_json(data.split("test").rows)));
+        {
+          std::ofstream f(test_json, std::ios::binary);
+          f << py_json_dumps(nlohmann::ordered_json(data.split("test").rows));
+          if (!f) throw std::runtime_error("cannot write " + test_json);
+        }
         write_quickstart_model(data, model_dir, seed);
         std::cout << "  data  " << hf << " (" << n_train << " train / 100 validation / 200 test)\n"
                   << "  model " << model_dir << " (4 layers, hidden 64)\n" << std::flush;
