@@ -27,6 +27,7 @@ struct ModelConfig {
   int64_t eos_token_id = 2;
   int64_t pad_token_id = 0;  // batches are left-padded with this id (the reference uses 0)
   std::string torch_dtype;   // informational, as found in config.json
+  int64_t sliding_window = 0;  // Mistral: attention window (0 = none); longer sequences are rejected
 
   int64_t head_dim() const { return hidden_size / n_head; }
 
@@ -41,5 +42,7 @@ struct ModelConfig {
 // ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; models--ORG--NAME/snapshots/<refs/main>).
 // Throws listing every place it looked.
 std::string resolve_model_dir(const std::string& base_model);
+// The Hugging Face hub cache folder by the rules above.
+std::string hf_cache_dir();
 
 }  // namespace mor

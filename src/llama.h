@@ -1,7 +1,8 @@
 // LLaMA / Mistral decoder (Hugging Face LlamaForCausalLM numerics) on LibTorch, module tree named
 // after the Hugging Face keys (model.layers.{i}.self_attn.q_proj.weight, ...) so checkpoints load
 // without a mapping table. Every projection is a MolaLinear that may carry a MoLA adapter.
-// Shapes: B batch, T new tokens, S = past + T keys, C hidden, H heads, Hkv kv heads, D head dim, V vocab.
+// Shapes: B batch, T new tokens, S = past + T keys, C hidden, H heads, Hkv kv heads, G = H/Hkv,
+// D head dim, F intermediate, V vocab.
 #pragma once
 #include <torch/torch.h>
 
@@ -13,6 +14,7 @@
 
 namespace mor {
 
+// HF LlamaRMSNorm: x.float() * rsqrt(mean(x^2) + eps), cast back to x's dtype, times weight.
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps, torch::Dtype dtype, torch::Device device);
@@ -22,19 +24,41 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-// Per-layer key/value cache for generation: k, v [B, Hkv, S_max, D]; `len` filled positions.
+// Pure reference versions of the numerically subtle pieces (the fast paths are tested against them).
+torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+// cos, sin [B, T, D] in float32 for position ids [B, T] (HF LlamaRotaryEmbedding).
+std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& position_ids, int64_t head_dim, double theta);
+// HF apply_rotary_pos_emb on x [B, H, T, D] with cos/sin [B, T, D] already in x's dtype.
+torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+// Fast path on x [B, T, H, D] (projection layout) with cos/sin [B, T, D] in x's dtype; same values.
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+// Per-layer key/value cache for generation: k, v [B, Hkv, S_max, D] (after RoPE); `len` filled positions.
 struct KVCache {
   std::vector<torch::Tensor> k, v;
   int64_t len = 0;
+  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+  // Keeps only batch rows `rows` (int64 [B']), e.g. to drop finished sequences.
+  void select_rows(const torch::Tensor& rows);
 };
 
 // Collected router logits: per layer, one [B*T, E] tensor per adapted module in module order
 // (q,k,v,o,gate,up,down among the targets).
 using RouterLogits = std::vector<std::vector<torch::Tensor>>;
 
+// What one forward pass shares across layers: rotary tables and the attention mask.
+struct AttentionContext {
+  torch::Tensor cos, sin;  // [B, T, D] in the compute dtype
+  torch::Tensor mask;      // bool [B, 1, T, S], true = masked; undefined = nothing masked
+  int64_t past = 0;        // keys already in the cache
+};
+
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   LlamaAttentionImpl(const ModelConfig& cfg, torch::Dtype dtype, torch::Device device);
+  // x [B, T, C] -> [B, T, C]; with a cache, this layer's keys/values are written at [past, past+T).
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx, KVCache* cache, int64_t layer_idx,
+                        std::vector<torch::Tensor>* router_logits);
   MolaLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   ModelConfig cfg;
 };
@@ -51,6 +75,8 @@ TORCH_MODULE(LlamaMLP);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const ModelConfig& cfg, int64_t layer_idx, torch::Dtype dtype, torch::Device device);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx, KVCache* cache,
+                        std::vector<torch::Tensor>* router_logits);
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -58,13 +84,35 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
+// nn.Embedding without the random init (weights come from the checkpoint). Parameter "weight" [V, C].
+class TokenEmbeddingImpl : public torch::nn::Module {
+ public:
+  TokenEmbeddingImpl(int64_t vocab, int64_t dim, torch::Dtype dtype, torch::Device device);
+  torch::Tensor forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+  torch::Tensor weight;
+};
+TORCH_MODULE(TokenEmbedding);
+
+// HF LlamaModel: "embed_tokens", "layers" (ModuleList), "norm".
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  LlamaModelImpl(const ModelConfig& cfg, torch::Dtype dtype, torch::Device device);
+  TokenEmbedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<LlamaDecoderLayer> layer_list;  // typed handles to the same modules
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaModel);
+
 // Inputs of one forward pass.
 struct ForwardArgs {
   torch::Tensor input_ids;       // [B, T] int64
   torch::Tensor attention_mask;  // [B, S] (1 real, 0 pad) over past + new tokens; undefined = all real
   torch::Tensor position_ids;    // [B, T]; undefined = arange(past, past+T) (what the HF Trainer uses)
   KVCache* cache = nullptr;      // when set, keys/values are appended and attended from the cache
-  RouterLogits* router_logits = nullptr;  // when set, adapted modules push their router logits
+  // When set, cleared and then filled with one vector per layer; adapted modules push their router logits.
+  RouterLogits* router_logits = nullptr;
+  bool last_only = false;        // logits for the last position only: [B, 1, V] (generation prefill)
 };
 
 class LlamaForCausalLMImpl : public torch::nn::Module {
@@ -74,27 +122,41 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Logits [B, T, V] in float32. Pad query rows attend uniformly to every key of their row (the
   // reference's saturated additive mask); real tokens never see pads or the future.
   torch::Tensor forward(const ForwardArgs& args);
+  // The final normed hidden states [B, T, C] in the compute dtype (forward without the lm_head),
+  // for callers that compute the loss in chunks.
+  torch::Tensor forward_hidden(const ForwardArgs& args);
+  // hidden [..., C] -> float32 logits [..., V] (lm_head, or the tied embedding).
+  torch::Tensor logits_from_hidden(const torch::Tensor& hidden);
+  const torch::Tensor& lm_head_weight() const;
 
   KVCache make_cache(int64_t batch, int64_t max_len) const;
   std::vector<MolaLinear> layer_modules(int64_t il) const;  // q,k,v,o,gate,up,down of layer il
   std::vector<std::string> module_names() const;            // "model.layers.{i}.self_attn.q_proj", ...
+  // Names of the base weights in Hugging Face layout with their expected shapes (what a checkpoint holds).
+  std::vector<std::pair<std::string, torch::Tensor>> base_weights();
 
   ModelConfig cfg;
   torch::Dtype dtype;
   torch::Device device;
-  // Hugging Face names: model.embed_tokens.weight, model.layers.{i}...., model.norm.weight, lm_head.weight
-  torch::nn::Module* model = nullptr;  // see llama.cpp: holds embed_tokens, layers, norm
+  LlamaModel model{nullptr};
+  MolaLinear lm_head{nullptr};  // null when tie_word_embeddings
 };
 TORCH_MODULE(LlamaForCausalLM);
+
+// The 7 projection names in module order, and "self_attn"/"mlp" for each.
+const std::vector<std::string>& projection_names();  // q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
+std::string projection_path(int64_t layer, const std::string& proj);  // "model.layers.3.mlp.down_proj"
 
 // Loads config.json + model.safetensors (or model.safetensors.index.json shards) from a directory,
 // converting weights to `dtype`. Fails naming the tensor on any missing, unused or misshapen tensor.
 LlamaForCausalLM load_llama(const std::string& model_dir, torch::Dtype dtype, torch::Device device);
 
-// A random tiny LLaMA for tests and the embedded default (weights normal(0, 0.02), seeded).
+// A random tiny LLaMA for tests and the embedded default (weights normal(0, 0.02), norms 1, seeded;
+// drawn in float32 on the CPU so the values do not depend on dtype or device).
 LlamaForCausalLM random_llama(const ModelConfig& cfg, uint64_t seed, torch::Dtype dtype, torch::Device device);
 
-// Writes config.json + model.safetensors in Hugging Face layout.
-void save_llama(LlamaForCausalLM& m, const std::string& dir);
+// Writes config.json + model.safetensors in Hugging Face layout (weights in the compute dtype,
+// or `save_dtype` when given), each through a temp file + rename.
+void save_llama(LlamaForCausalLM& m, const std::string& dir, c10::optional<torch::Dtype> save_dtype = c10::nullopt);
 
 }  // namespace mor

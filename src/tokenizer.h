@@ -1,13 +1,12 @@
 // sentencepiece tokenizer.model as Hugging Face's LlamaTokenizer uses it: BOS prepended (add_bos_token
 // true, add_eos_token false unless tokenizer_config.json says otherwise), decoding that skips special
 // tokens (what `mor generate` prints) and decoding that keeps them as text like `batch_decode`.
+// sentencepiece itself lives in a deep-bound module (libmor_spm.so), see src/spm_shim/spm_shim.cpp.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-namespace sentencepiece { class SentencePieceProcessor; }
 
 namespace mor {
 
@@ -27,15 +26,23 @@ class Tokenizer {
   // as transformers' LlamaTokenizer.batch_decode does by default.
   std::string decode_hf(const std::vector<int64_t>& ids) const;
 
+  // transformers' clean_up_tokenization: " ." -> ".", " ?" -> "?", " !" -> "!", " ," -> ",", " ' " -> "'",
+  // " n't" -> "n't", " 'm" -> "'m", " 's" -> "'s", " 've" -> "'ve", " 're" -> "'re" (in that order).
+  static std::string clean_up_tokenization(std::string s);
+
   int64_t vocab_size() const;
   int64_t bos_id() const { return bos_id_; }
   int64_t eos_id() const { return eos_id_; }
   int64_t unk_id() const { return unk_id_; }
+  bool is_special(int64_t id) const;  // bos, eos, unk (and pad when the model has one)
+  std::string id_to_piece(int64_t id) const;
   bool add_bos = true, add_eos = false;
+  bool clean_up_tokenization_spaces = true;  // applied by decode_hf
 
  private:
-  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
-  int64_t bos_id_ = 1, eos_id_ = 2, unk_id_ = 0;
+  void check_ids(const std::vector<int64_t>& ids) const;  // throws on ids outside the vocabulary
+  std::shared_ptr<void> sp_;  // a SentencePieceProcessor inside libmor_spm.so (see src/spm_shim/)
+  int64_t bos_id_ = 1, eos_id_ = 2, unk_id_ = 0, pad_id_ = -1;
 };
 
 // The alpaca template of the reference scripts (and a JSON file with prompt_input, prompt_no_input,

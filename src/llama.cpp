@@ -1,0 +1,374 @@
+// LLaMA decoder with Hugging Face LlamaForCausalLM numerics (see llama.h): RMSNorm in float32,
+// rotate-half RoPE with float32 tables, grouped-query attention without repeating k/v, softmax in
+// float32 over a mask filled with the dtype's minimum (so all-masked pad rows become uniform), KV cache,
+// and loading/saving Hugging Face safetensors checkpoints.
+#include "llama.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <stdexcept>
+
+#include "safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace mor {
+
+namespace {
+
+std::string shape_str(torch::IntArrayRef s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// torch.finfo(dtype).min: what HF fills masked scores with.
+double finfo_min(torch::Dtype dt) {
+  switch (dt) {
+    case torch::kFloat32: return std::numeric_limits<float>::lowest();
+    case torch::kFloat64: return std::numeric_limits<double>::lowest();
+    case torch::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
+    case torch::kFloat16: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
+    default: throw std::runtime_error("unsupported compute dtype");
+  }
+}
+
+torch::TensorOptions opts(torch::Dtype dtype, torch::Device device) {
+  return torch::TensorOptions().dtype(dtype).device(device);
+}
+
+}  // namespace
+
+// ---- pieces and their references ----
+
+torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  auto h = x.to(torch::kFloat32);
+  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * torch::rsqrt(var + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::Dtype dtype, torch::Device device) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}, opts(dtype, device)), /*requires_grad=*/false);
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // Same ops as the reference; for float32 input the casts are no-ops (no copies).
+  auto h = x.scalar_type() == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  auto inv = torch::rsqrt(h.square().mean(-1, /*keepdim=*/true).add_(eps));
+  return weight * (h * inv).to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& position_ids, int64_t D, double theta) {
+  auto fopt = torch::TensorOptions().dtype(torch::kFloat32).device(position_ids.device());
+  // inv_freq = 1 / theta^(arange(0, D, 2) / D), float32 as HF computes it.
+  auto inv_freq = 1.0 / torch::pow(torch::tensor(theta, fopt), torch::arange(0, D, 2, fopt) / static_cast<double>(D));
+  auto freqs = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [B, T, D/2]
+  auto emb = torch::cat({freqs, freqs}, -1);                                // [B, T, D]
+  return {emb.cos(), emb.sin()};
+}
+
+torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);  // [B, 1, T, D]
+  auto rot = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * c + rot * s;
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  // x [B, T, H, D]; the halves of cos/sin are equal (cat(freqs, freqs)), so use one half:
+  // out = [x1*c - x2*s, x2*c + x1*s], rounding exactly like x*cos + rotate_half(x)*sin.
+  const int64_t half = x.size(-1) / 2;
+  auto c = cos.narrow(-1, 0, half).unsqueeze(2), s = sin.narrow(-1, 0, half).unsqueeze(2);  // [B, T, 1, D/2]
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * c - x2 * s, x2 * c + x1 * s}, -1);
+}
+
+void KVCache::select_rows(const torch::Tensor& rows) {
+  for (auto& t : k) t = t.index_select(0, rows);
+  for (auto& t : v) t = t.index_select(0, rows);
+}
+
+// ---- modules ----
+
+LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, torch::Dtype dtype, torch::Device device) : cfg(c) {
+  const int64_t C = c.hidden_size, D = c.head_dim();
+  q_proj = register_module("q_proj", MolaLinear(C, c.n_head * D, dtype, device));
+  k_proj = register_module("k_proj", MolaLinear(C, c.n_head_kv * D, dtype, device));
+  v_proj = register_module("v_proj", MolaLinear(C, c.n_head_kv * D, dtype, device));
+  o_proj = register_module("o_proj", MolaLinear(c.n_head * D, C, dtype, device));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, KVCache* cache,
+                                          int64_t il, std::vector<torch::Tensor>* rl) {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t H = cfg.n_head, Hkv = cfg.n_head_kv, D = cfg.head_dim(), G = H / Hkv;
+  auto q = apply_rope(q_proj->forward(x, rl).view({B, T, H, D}), ctx.cos, ctx.sin);
+  auto k = apply_rope(k_proj->forward(x, rl).view({B, T, Hkv, D}), ctx.cos, ctx.sin).transpose(1, 2);  // [B,Hkv,T,D]
+  auto v = v_proj->forward(x, rl).view({B, T, Hkv, D}).transpose(1, 2);
+  torch::Tensor K = k, V = v;
+  if (cache) {
+    if (ctx.past + T > cache->capacity())
+      throw std::runtime_error("KV cache full: " + std::to_string(ctx.past + T) + " positions, capacity " +
+                               std::to_string(cache->capacity()));
+    cache->k[il].narrow(2, ctx.past, T).copy_(k);
+    cache->v[il].narrow(2, ctx.past, T).copy_(v);
+    K = cache->k[il].narrow(2, 0, ctx.past + T);
+    V = cache->v[il].narrow(2, 0, ctx.past + T);
+  }
+  const int64_t S = K.size(2);
+  // Query heads h = kv*G + g share kv head `kv` (HF repeat_kv order): group them along the row axis
+  // so k/v are never repeated: [B, Hkv, G*T, D] x [B, Hkv, D, S].
+  auto qg = q.transpose(1, 2).reshape({B, Hkv, G * T, D});
+  auto scores = torch::matmul(qg, K.transpose(2, 3));
+  scores.div_(std::sqrt(static_cast<double>(D)));
+  scores = scores.view({B, H, T, S});
+  if (ctx.mask.defined()) scores.masked_fill_(ctx.mask, finfo_min(scores.scalar_type()));
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(x.scalar_type());
+  auto out = torch::matmul(probs.view({B, Hkv, G * T, S}), V);  // [B, Hkv, G*T, D]
+  out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+  return o_proj->forward(out, rl);
+}
+
+LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, torch::Dtype dtype, torch::Device device) {
+  gate_proj = register_module("gate_proj", MolaLinear(c.hidden_size, c.intermediate_size, dtype, device));
+  up_proj = register_module("up_proj", MolaLinear(c.hidden_size, c.intermediate_size, dtype, device));
+  down_proj = register_module("down_proj", MolaLinear(c.intermediate_size, c.hidden_size, dtype, device));
+}
+
+torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* rl) {
+  auto g = torch::silu(gate_proj->forward(x, rl));
+  auto u = up_proj->forward(x, rl);
+  return down_proj->forward(g * u, rl);
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t il, torch::Dtype dtype, torch::Device device)
+    : layer_idx(il) {
+  self_attn = register_module("self_attn", LlamaAttention(c, dtype, device));
+  mlp = register_module("mlp", LlamaMLP(c, dtype, device));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, dtype, device));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, dtype, device));
+}
+
+torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, KVCache* cache,
+                                             std::vector<torch::Tensor>* rl) {
+  auto h = x + self_attn->forward(input_layernorm->forward(x), ctx, cache, layer_idx, rl);
+  return h + mlp->forward(post_attention_layernorm->forward(h), rl);
+}
+
+TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t dim, torch::Dtype dtype, torch::Device device) {
+  weight = register_parameter("weight", torch::empty({vocab, dim}, opts(dtype, device)), /*requires_grad=*/false);
+}
+
+LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, torch::Dtype dtype, torch::Device device) {
+  embed_tokens = register_module("embed_tokens", TokenEmbedding(c.vocab_size, c.hidden_size, dtype, device));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    LlamaDecoderLayer layer(c, i, dtype, device);
+    layers->push_back(layer);
+    layer_list.push_back(layer);
+  }
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, dtype, device));
+}
+
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, torch::Dtype dt, torch::Device dev)
+    : cfg(c), dtype(dt), device(dev) {
+  cfg.validate("model config");
+  model = register_module("model", LlamaModel(cfg, dtype, device));
+  if (!cfg.tie_word_embeddings)
+    lm_head = register_module("lm_head", MolaLinear(cfg.hidden_size, cfg.vocab_size, dtype, device));
+}
+
+torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
+  if (!a.input_ids.defined() || a.input_ids.dim() != 2) throw std::runtime_error("input_ids must be [B, T]");
+  const int64_t B = a.input_ids.size(0), T = a.input_ids.size(1);
+  if (T == 0) throw std::runtime_error("input_ids has no tokens");
+  auto ids = a.input_ids.to(device, torch::kLong);
+  {
+    auto mn = ids.min().item<int64_t>(), mx = ids.max().item<int64_t>();
+    if (mn < 0 || mx >= cfg.vocab_size)
+      throw std::runtime_error("token id " + std::to_string(mn < 0 ? mn : mx) + " outside the vocabulary (" +
+                               std::to_string(cfg.vocab_size) + ")");
+  }
+  AttentionContext ctx;
+  ctx.past = a.cache ? a.cache->len : 0;
+  const int64_t S = ctx.past + T;
+  if (cfg.sliding_window > 0 && S > cfg.sliding_window)
+    throw std::runtime_error("sequence of " + std::to_string(S) + " tokens exceeds sliding_window " +
+                             std::to_string(cfg.sliding_window) + " (sliding-window attention is not implemented)");
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(device);
+  torch::Tensor pos = a.position_ids.defined() ? a.position_ids.to(device, torch::kLong)
+                                               : torch::arange(ctx.past, S, lopt).unsqueeze(0).expand({B, T});
+  if (pos.sizes() != a.input_ids.sizes())
+    throw std::runtime_error("position_ids " + shape_str(pos.sizes()) + " must match input_ids " + shape_str(a.input_ids.sizes()));
+  auto cs = rope_cos_sin(pos, cfg.head_dim(), cfg.rope_theta);
+  ctx.cos = cs.first.to(dtype);
+  ctx.sin = cs.second.to(dtype);
+  // Mask (true = masked): future keys, and pad keys. A left-pad query sees only masked keys; filled
+  // with finfo.min they all tie, so its softmax is uniform over the whole row, as in HF.
+  if (T > 1) {
+    auto kpos = torch::arange(S, lopt).view({1, 1, 1, S});
+    auto qpos = torch::arange(ctx.past, S, lopt).view({1, 1, T, 1});
+    ctx.mask = kpos > qpos;  // [1, 1, T, S]
+  }
+  if (a.attention_mask.defined()) {
+    if (a.attention_mask.dim() != 2 || a.attention_mask.size(0) != B || a.attention_mask.size(1) != S)
+      throw std::runtime_error("attention_mask " + shape_str(a.attention_mask.sizes()) + " must be [B, past + T] = [" +
+                               std::to_string(B) + ", " + std::to_string(S) + "]");
+    auto pad = (a.attention_mask.to(device) == 0).view({B, 1, 1, S});
+    ctx.mask = ctx.mask.defined() ? (ctx.mask | pad) : pad;
+  }
+  if (a.router_logits) a.router_logits->clear();
+  auto h = model->embed_tokens->forward(ids);
+  for (auto& layer : model->layer_list) {
+    std::vector<torch::Tensor>* rl = nullptr;
+    if (a.router_logits) {
+      a.router_logits->emplace_back();
+      rl = &a.router_logits->back();
+    }
+    h = layer->forward(h, ctx, a.cache, rl);
+  }
+  if (a.cache) a.cache->len = S;
+  if (a.last_only) h = h.narrow(1, T - 1, 1);
+  return model->norm->forward(h);
+}
+
+const torch::Tensor& LlamaForCausalLMImpl::lm_head_weight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+torch::Tensor LlamaForCausalLMImpl::logits_from_hidden(const torch::Tensor& hidden) {
+  return torch::matmul(hidden, lm_head_weight().t()).to(torch::kFloat32);
+}
+
+torch::Tensor LlamaForCausalLMImpl::forward(const ForwardArgs& a) {
+  if (a.router_logits) a.router_logits->reserve(cfg.n_layer);
+  return logits_from_hidden(forward_hidden(a));
+}
+
+KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t max_len) const {
+  KVCache c;
+  for (int64_t i = 0; i < cfg.n_layer; ++i) {
+    c.k.push_back(torch::zeros({batch, cfg.n_head_kv, max_len, cfg.head_dim()}, opts(dtype, device)));
+    c.v.push_back(torch::zeros({batch, cfg.n_head_kv, max_len, cfg.head_dim()}, opts(dtype, device)));
+  }
+  return c;
+}
+
+const std::vector<std::string>& projection_names() {
+  static const std::vector<std::string> n = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return n;
+}
+
+std::string projection_path(int64_t layer, const std::string& proj) {
+  const bool attn = proj == "q_proj" || proj == "k_proj" || proj == "v_proj" || proj == "o_proj";
+  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + proj;
+}
+
+std::vector<MolaLinear> LlamaForCausalLMImpl::layer_modules(int64_t il) const {
+  const auto& L = model->layer_list.at(il);
+  return {L->self_attn->q_proj, L->self_attn->k_proj, L->self_attn->v_proj, L->self_attn->o_proj,
+          L->mlp->gate_proj,    L->mlp->up_proj,      L->mlp->down_proj};
+}
+
+std::vector<std::string> LlamaForCausalLMImpl::module_names() const {
+  std::vector<std::string> r;
+  for (int64_t i = 0; i < cfg.n_layer; ++i)
+    for (const auto& p : projection_names()) r.push_back(projection_path(i, p));
+  return r;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::base_weights() {
+  std::vector<std::pair<std::string, torch::Tensor>> r;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& k = item.key();
+    if (k.size() >= 7 && k.compare(k.size() - 7, 7, ".weight") == 0) r.emplace_back(k, item.value());
+  }
+  return r;
+}
+
+// ---- loading and saving ----
+
+static bool known_extra(const std::string& name, const ModelConfig& cfg) {
+  const std::string inv = "rotary_emb.inv_freq";
+  if (name.size() >= inv.size() && name.compare(name.size() - inv.size(), inv.size(), inv) == 0) return true;
+  return cfg.tie_word_embeddings && name == "lm_head.weight";  // some tied checkpoints store the copy
+}
+
+LlamaForCausalLM load_llama(const std::string& model_dir, torch::Dtype dtype, torch::Device device) {
+  const fs::path cfg_path = fs::path(model_dir) / "config.json";
+  if (!fs::exists(cfg_path)) throw std::runtime_error(model_dir + ": missing config.json");
+  ModelConfig cfg = ModelConfig::from_file(cfg_path.string());
+  TensorStore store = TensorStore::open_model_dir(model_dir);
+  torch::NoGradGuard ng;
+  LlamaForCausalLM m(cfg, dtype, device);
+  auto weights = m->base_weights();
+  // Check everything before converting anything: missing, misshapen, unused.
+  std::set<std::string> used;
+  for (const auto& [name, p] : weights) {
+    if (!store.contains(name))
+      throw std::runtime_error(store.description() + ": missing tensor '" + name + "' (shape " + shape_str(p.sizes()) + ")");
+    const auto& ti = store.info(name);
+    if (torch::IntArrayRef(ti.shape) != p.sizes())
+      throw std::runtime_error(store.file_of(name) + ": tensor '" + name + "' has shape " + shape_str(ti.shape) +
+                               ", config.json needs " + shape_str(p.sizes()));
+    if (ti.dtype != "F32" && ti.dtype != "F16" && ti.dtype != "BF16")
+      throw std::runtime_error(store.file_of(name) + ": tensor '" + name + "' has dtype " + ti.dtype +
+                               " (weights must be F32, F16 or BF16)");
+    used.insert(name);
+  }
+  for (const auto& k : store.keys())
+    if (!used.count(k) && !known_extra(k, cfg))
+      throw std::runtime_error(store.file_of(k) + ": unused tensor '" + k + "' (not part of " + cfg.architecture +
+                               " with this config.json)");
+  // Tensor by tensor: mapped bytes -> compute dtype/device, then drop the mapped pages, so the peak is
+  // about the model in the compute dtype plus one tensor.
+  for (auto& [name, p] : weights) {
+    p.copy_(store.get(name));
+    store.release(name);
+  }
+  return m;
+}
+
+LlamaForCausalLM random_llama(const ModelConfig& cfg, uint64_t seed, torch::Dtype dtype, torch::Device device) {
+  torch::NoGradGuard ng;
+  LlamaForCausalLM m(cfg, dtype, device);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& [name, p] : m->base_weights()) {
+    if (p.dim() == 1) {
+      p.fill_(1.0);  // RMSNorm weights
+    } else {
+      auto t = torch::empty(p.sizes(), torch::kFloat32);
+      t.normal_(0.0, 0.02, gen);
+      p.copy_(t);
+    }
+  }
+  return m;
+}
+
+static void write_text_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+void save_llama(LlamaForCausalLM& m, const std::string& dir, c10::optional<torch::Dtype> save_dtype) {
+  fs::create_directories(dir);
+  const torch::Dtype dt = save_dtype.value_or(m->dtype);
+  ModelConfig cfg = m->cfg;
+  cfg.torch_dtype = dt == torch::kFloat32 ? "float32" : dt == torch::kBFloat16 ? "bfloat16" : "float16";
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (auto& [name, p] : m->base_weights()) tensors.emplace_back(name, p.detach().to(dt));
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  write_text_atomic((fs::path(dir) / "config.json").string(), cfg.to_json().dump(2) + "\n");
+}
+
+}  // namespace mor

@@ -1,0 +1,307 @@
+// sentencepiece tokenizer as transformers' slow LlamaTokenizer uses it, and the alpaca prompt
+// template (see tokenizer.h).
+#include "tokenizer.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <cstring>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace mor {
+
+namespace {
+
+// The C functions of libmor_spm.so, resolved once.
+struct Spm {
+  void* (*create)();
+  void (*destroy)(void*);
+  void (*free_buf)(void*);
+  char* (*load)(void*, const char*);
+  int* (*encode)(void*, const char*, size_t, int*);
+  char* (*decode_ids)(void*, const int*, int, size_t*);
+  char* (*decode_pieces)(void*, const char* const*, int, size_t*);
+  char* (*id_to_piece)(void*, int, size_t*);
+  int (*piece_size)(void*);
+  int (*bos_id)(void*);
+  int (*eos_id)(void*);
+  int (*unk_id)(void*);
+  int (*pad_id)(void*);
+};
+
+const Spm& spm() {
+  static const Spm api = [] {
+    std::vector<std::string> tried;
+    std::vector<std::string> candidates;
+    if (const char* e = std::getenv("MOR_SPM_SHIM"); e && *e) candidates.push_back(e);
+#ifdef MOR_SPM_SHIM
+    candidates.push_back(MOR_SPM_SHIM);
+#endif
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+      exe[n] = 0;
+      candidates.push_back((fs::path(exe).parent_path() / "libmor_spm.so").string());
+    }
+    candidates.push_back("libmor_spm.so");
+    void* h = nullptr;
+    for (const auto& c : candidates) {
+      h = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (h) break;
+      tried.push_back(c + " (" + dlerror() + ")");
+    }
+    if (!h) {
+      std::string msg = "cannot load the sentencepiece shim libmor_spm.so; tried:";
+      for (const auto& t : tried) msg += " " + t + ";";
+      throw std::runtime_error(msg);
+    }
+    auto sym = [h](const char* name) {
+      void* s = dlsym(h, name);
+      if (!s) throw std::runtime_error(std::string("libmor_spm.so lacks ") + name);
+      return s;
+    };
+    Spm a;
+    a.create = reinterpret_cast<void* (*)()>(sym("mor_spm_new"));
+    a.destroy = reinterpret_cast<void (*)(void*)>(sym("mor_spm_delete"));
+    a.free_buf = reinterpret_cast<void (*)(void*)>(sym("mor_spm_free"));
+    a.load = reinterpret_cast<char* (*)(void*, const char*)>(sym("mor_spm_load"));
+    a.encode = reinterpret_cast<int* (*)(void*, const char*, size_t, int*)>(sym("mor_spm_encode"));
+    a.decode_ids = reinterpret_cast<char* (*)(void*, const int*, int, size_t*)>(sym("mor_spm_decode_ids"));
+    a.decode_pieces = reinterpret_cast<char* (*)(void*, const char* const*, int, size_t*)>(sym("mor_spm_decode_pieces"));
+    a.id_to_piece = reinterpret_cast<char* (*)(void*, int, size_t*)>(sym("mor_spm_id_to_piece"));
+    a.piece_size = reinterpret_cast<int (*)(void*)>(sym("mor_spm_piece_size"));
+    a.bos_id = reinterpret_cast<int (*)(void*)>(sym("mor_spm_bos_id"));
+    a.eos_id = reinterpret_cast<int (*)(void*)>(sym("mor_spm_eos_id"));
+    a.unk_id = reinterpret_cast<int (*)(void*)>(sym("mor_spm_unk_id"));
+    a.pad_id = reinterpret_cast<int (*)(void*)>(sym("mor_spm_pad_id"));
+    return a;
+  }();
+  return api;
+}
+
+// Takes ownership of a malloc'd buffer from the shim.
+std::string take(char* buf, size_t len, const char* what) {
+  if (!buf) throw std::runtime_error(std::string("tokenizer: sentencepiece failed to ") + what);
+  std::string s(buf, len);
+  spm().free_buf(buf);
+  return s;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  fs::path model = path;
+  fs::path dir;
+  if (fs::is_directory(model)) {
+    dir = model;
+    model = model / "tokenizer.model";
+    if (!fs::exists(model)) throw std::runtime_error(path + ": missing tokenizer.model");
+  } else {
+    if (!fs::exists(model)) throw std::runtime_error(path + ": tokenizer model not found (missing tokenizer.model)");
+    dir = model.parent_path();
+  }
+  Tokenizer t;
+  const Spm& api = spm();
+  t.sp_ = std::shared_ptr<void>(api.create(), api.destroy);
+  if (char* err = api.load(t.sp_.get(), model.string().c_str())) {
+    std::string e = take(err, std::strlen(err), "load");
+    throw std::runtime_error(model.string() + ": cannot load sentencepiece model: " + e);
+  }
+  t.bos_id_ = api.bos_id(t.sp_.get());
+  t.eos_id_ = api.eos_id(t.sp_.get());
+  t.unk_id_ = api.unk_id(t.sp_.get());
+  t.pad_id_ = api.pad_id(t.sp_.get());
+  const fs::path cfg = dir / "tokenizer_config.json";
+  if (!dir.empty() && fs::exists(cfg)) {
+    std::ifstream in(cfg);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(cfg.string() + ": bad JSON: " + e.what());
+    }
+    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) t.add_bos = j["add_bos_token"].get<bool>();
+    if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean()) t.add_eos = j["add_eos_token"].get<bool>();
+  }
+  return t;
+}
+
+std::vector<int64_t> Tokenizer::encode(const std::string& text) const { return encode(text, add_bos, add_eos); }
+
+std::vector<int64_t> Tokenizer::encode(const std::string& text, bool bos, bool eos) const {
+  std::vector<int> pieces;
+  if (!text.empty()) {
+    int n = 0;
+    int* buf = spm().encode(sp_.get(), text.data(), text.size(), &n);
+    if (!buf) throw std::runtime_error("tokenizer: sentencepiece cannot encode the text");
+    pieces.assign(buf, buf + n);
+    spm().free_buf(buf);
+  }
+  std::vector<int64_t> ids;
+  ids.reserve(pieces.size() + 2);
+  if (bos && bos_id_ >= 0) ids.push_back(bos_id_);
+  for (int p : pieces) ids.push_back(p);
+  if (eos && eos_id_ >= 0) ids.push_back(eos_id_);
+  return ids;
+}
+
+bool Tokenizer::is_special(int64_t id) const {
+  return id == bos_id_ || id == eos_id_ || id == unk_id_ || (pad_id_ >= 0 && id == pad_id_);
+}
+
+void Tokenizer::check_ids(const std::vector<int64_t>& ids) const {
+  const int64_t n = vocab_size();
+  for (int64_t id : ids)
+    if (id < 0 || id >= n)
+      throw std::runtime_error("tokenizer: id " + std::to_string(id) + " outside the vocabulary (" + std::to_string(n) + ")");
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  check_ids(ids);
+  std::vector<int> keep;
+  for (int64_t id : ids)
+    if (!is_special(id)) keep.push_back(static_cast<int>(id));
+  size_t len = 0;
+  char* buf = spm().decode_ids(sp_.get(), keep.data(), static_cast<int>(keep.size()), &len);
+  return take(buf, len, "decode");
+}
+
+std::string Tokenizer::clean_up_tokenization(std::string s) {
+  static const std::pair<const char*, const char*> kRep[] = {
+      {" .", "."},    {" ?", "?"},     {" !", "!"},     {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+  for (const auto& [from, to] : kRep) {  // sequential str.replace, as Python does
+    const std::string f = from, t = to;
+    std::string r;
+    r.reserve(s.size());
+    size_t pos = 0;
+    for (size_t hit; (hit = s.find(f, pos)) != std::string::npos; pos = hit + f.size()) r.append(s, pos, hit - pos).append(t);
+    r.append(s, pos, std::string::npos);
+    s.swap(r);
+  }
+  return s;
+}
+
+std::string Tokenizer::decode_hf(const std::vector<int64_t>& ids) const {
+  check_ids(ids);
+  // LlamaTokenizer.convert_tokens_to_string (transformers 4.3x, legacy): runs of ordinary pieces are
+  // decoded by sentencepiece; each special token is appended as its text, preceded by a space unless
+  // it is first or follows another special token.
+  std::string out;
+  std::vector<std::string> run;
+  bool prev_special = false;
+  auto flush = [&]() {
+    std::vector<const char*> ptrs;
+    for (const auto& r : run) ptrs.push_back(r.c_str());
+    size_t len = 0;
+    out += take(spm().decode_pieces(sp_.get(), ptrs.data(), static_cast<int>(ptrs.size()), &len), len, "decode");
+    run.clear();
+  };
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int id = static_cast<int>(ids[i]);
+    if (is_special(id)) {
+      if (!prev_special && i != 0) out += " ";
+      flush();
+      out += id_to_piece(id);
+      prev_special = true;
+    } else {
+      run.push_back(id_to_piece(id));
+      prev_special = false;
+    }
+  }
+  flush();
+  return clean_up_tokenization_spaces ? clean_up_tokenization(out) : out;
+}
+
+int64_t Tokenizer::vocab_size() const { return spm().piece_size(sp_.get()); }
+
+std::string Tokenizer::id_to_piece(int64_t id) const {
+  check_ids({id});
+  size_t len = 0;
+  return take(spm().id_to_piece(sp_.get(), static_cast<int>(id), &len), len, "map an id to its piece");
+}
+
+// ---- prompt templates ----
+
+PromptTemplate PromptTemplate::alpaca() {
+  PromptTemplate t;
+  t.prompt_input =
+      "Below is an instruction that describes a task, paired with an input that provides further context. "
+      "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}"
+      "\n\n### Response:\n";
+  t.prompt_no_input =
+      "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+      "### Instruction:\n{instruction}\n\n### Response:\n";
+  t.response_split = "### Response:";
+  return t;
+}
+
+PromptTemplate PromptTemplate::from_name_or_file(const std::string& name) {
+  if (name == "alpaca") return alpaca();
+  if (name == "none") {
+    PromptTemplate t;
+    t.prompt_no_input = "{instruction}";
+    t.prompt_input = "{instruction}\n{input}";
+    t.response_split = "";
+    return t;
+  }
+  if (!fs::exists(name))
+    throw std::runtime_error("template '" + name + "': not alpaca, none, or an existing JSON file");
+  std::ifstream in(name);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(name + ": bad JSON: " + e.what());
+  }
+  PromptTemplate t;
+  for (const char* k : {"prompt_input", "prompt_no_input", "response_split"})
+    if (!j.contains(k) || !j[k].is_string()) throw std::runtime_error(name + ": template needs a string \"" + k + "\"");
+  t.prompt_input = j["prompt_input"].get<std::string>();
+  t.prompt_no_input = j["prompt_no_input"].get<std::string>();
+  t.response_split = j["response_split"].get<std::string>();
+  return t;
+}
+
+static std::string fill(const std::string& tmpl, const std::string& instruction, const std::string& input) {
+  // Python str.format with the two fields used by the templates.
+  std::string out;
+  for (size_t i = 0; i < tmpl.size();) {
+    if (tmpl.compare(i, 13, "{instruction}") == 0) { out += instruction; i += 13; }
+    else if (tmpl.compare(i, 7, "{input}") == 0) { out += input; i += 7; }
+    else if (tmpl.compare(i, 2, "{{") == 0) { out += '{'; i += 2; }
+    else if (tmpl.compare(i, 2, "}}") == 0) { out += '}'; i += 2; }
+    else out += tmpl[i++];
+  }
+  return out;
+}
+
+std::string PromptTemplate::generate_prompt(const std::string& instruction, const std::string& input,
+                                            const std::string& output) const {
+  return (input.empty() ? fill(prompt_no_input, instruction, input) : fill(prompt_input, instruction, input)) + output;
+}
+
+static bool py_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+std::string PromptTemplate::get_response(const std::string& text) const {
+  std::string part = text;
+  if (!response_split.empty()) {
+    size_t a = text.find(response_split);
+    if (a == std::string::npos) return "";
+    a += response_split.size();
+    size_t b = text.find(response_split, a);
+    part = text.substr(a, b == std::string::npos ? std::string::npos : b - a);
+  }
+  size_t s = 0, e = part.size();
+  while (s < e && py_space(part[s])) ++s;
+  while (e > s && py_space(part[e - 1])) --e;
+  return part.substr(s, e - s);
+}
+
+}  // namespace mor
