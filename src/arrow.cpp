@@ -464,11 +464,13 @@ Table read_stream(const std::string& bytes, const std::string& name) {
 }
 
 Table read_stream_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw std::runtime_error(path + ": cannot open");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return read_stream(ss.str(), path);
+  std::string bytes(static_cast<size_t>(f.tellg()), '\0');
+  f.seekg(0);
+  f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!f) throw std::runtime_error(path + ": read error");
+  return read_stream(bytes, path);
 }
 
 // ------------------------------------------------------------------------------------------------
