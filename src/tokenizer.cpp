@@ -86,7 +86,7 @@ const Spm& spm() {
 }
 
 // Takes ownership of a malloc'd buffer from the shim.
-std::string take(char* buf, size_t len, const char* what) {
+std::string take(char* buf, const size_t& len, const char* what) {  // len by reference: filled by the call producing buf
   if (!buf) throw std::runtime_error(std::string("tokenizer: sentencepiece failed to ") + what);
   std::string s(buf, len);
   spm().free_buf(buf);
