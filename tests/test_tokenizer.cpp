@@ -95,3 +95,21 @@ TEST(PromptTemplate, AlpacaAndResponse) {
   EXPECT_EQ(none.generate_prompt("raw text"), "raw text");
   EXPECT_THROW(PromptTemplate::from_name_or_file("nosuch"), std::runtime_error);
 }
+
+TEST(Tokenizer, TrainsALlamaStyleModel) {
+  const std::string d = test::scratch_dir("tok_train");
+  std::string corpus;
+  for (int i = 0; i < 200; ++i)
+    corpus += "Question " + std::to_string(i) + ": which is warmer, ice or tea? The answer is B.\n";
+  test::write_file(d + "/corpus.txt", corpus);
+  Tokenizer::train(d + "/corpus.txt", d, 300);
+  auto t = Tokenizer::load(d);
+  EXPECT_EQ(t.bos_id(), 1);
+  EXPECT_EQ(t.eos_id(), 2);
+  EXPECT_EQ(t.unk_id(), 0);
+  const std::string s = "The answer is B. Zebra 42 ✓";  // unseen characters go through byte fallback
+  auto ids = t.encode(s);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(t.decode(ids), s);
+  EXPECT_LE(t.vocab_size(), 300);
+}
