@@ -3,8 +3,10 @@
 # runs the main job on the embedded default (`build/mor quickstart`) unless --no-run is given.
 #   bash scripts/setup.sh [--no-run] [--no-install]
 # BLAS: Debian's LibTorch uses OpenBLAS for float32 matmuls (oneDNN for bfloat16). Measured on the 2-core
-# AMD EPYC build machine with bench/bench_llama.cpp (see README): libopenblas0-openmp shares LibTorch's
-# OpenMP pool and was the fastest; libopenblas0-pthread needs OMP_WAIT_POLICY=PASSIVE to not fight it.
+# AMD EPYC build machine with `bench_llama --kernels` (figures in README): libopenblas0-openmp shares
+# LibTorch's OpenMP pool and needs no environment; libopenblas0-pthread is only competitive with
+# OMP_WAIT_POLICY=PASSIVE exported before every run (spinning threads otherwise fight the pool), and was
+# not reliably faster, so the OpenMP build is selected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

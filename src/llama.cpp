@@ -291,9 +291,16 @@ std::vector<std::string> LlamaForCausalLMImpl::module_names() const {
 
 std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::base_weights() {
   std::vector<std::pair<std::string, torch::Tensor>> r;
+  // Only "<base module>.weight": adapter parameters a MolaLinear may register (router, lora_A, ...,
+  // or submodules of their own) are not part of a base checkpoint.
+  static const std::set<std::string> base = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                                             "embed_tokens", "norm", "input_layernorm", "post_attention_layernorm", "lm_head"};
   for (const auto& item : named_parameters(/*recurse=*/true)) {
     const std::string& k = item.key();
-    if (k.size() >= 7 && k.compare(k.size() - 7, 7, ".weight") == 0) r.emplace_back(k, item.value());
+    if (k.size() < 7 || k.compare(k.size() - 7, 7, ".weight") != 0) continue;
+    const std::string owner = k.substr(0, k.size() - 7);
+    const size_t dot = owner.rfind('.');
+    if (base.count(dot == std::string::npos ? owner : owner.substr(dot + 1))) r.emplace_back(k, item.value());
   }
   return r;
 }

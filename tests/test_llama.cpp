@@ -309,3 +309,16 @@ TEST(Llama, GradientsThroughAttentionMatchFiniteDifferences) {
   }
   EXPECT_GT(g.abs().sum().item<double>(), 0);
 }
+
+TEST(Llama, BaseWeightsExcludeAdapterParameters) {
+  auto m = random_llama(tiny_cfg(true), 2, torch::kFloat32, torch::kCPU);
+  const size_t n = m->base_weights().size();
+  // Parameters an adapter might register on a projection are not base weights.
+  auto q = m->model->layer_list[0]->self_attn->q_proj;
+  q->register_parameter("router_test", torch::zeros({2, 32}));
+  q->register_module("router", torch::nn::Linear(torch::nn::LinearOptions(32, 2).bias(false)));
+  EXPECT_EQ(m->base_weights().size(), n);
+  const std::string dir = test::scratch_dir("save_with_adapter_params");
+  save_llama(m, dir);
+  EXPECT_FALSE(SafeTensorsFile::open(dir + "/model.safetensors")->contains("model.layers.0.self_attn.q_proj.router.weight"));
+}
