@@ -44,8 +44,13 @@ torch::TensorOptions opts(torch::Dtype dtype, torch::Device device) {
 
 // ---- pieces and their references ----
 
+// float32 as HF computes it; float64 (only used by gradient tests) is kept in float64.
+static torch::Dtype norm_dtype(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
 torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  auto h = x.to(torch::kFloat32);
+  auto h = x.to(norm_dtype(x));
   auto var = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * torch::rsqrt(var + eps);
   return weight * h.to(x.scalar_type());
@@ -57,7 +62,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::Dtype dtype, torch::De
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   // Same ops as the reference; for float32 input the casts are no-ops (no copies).
-  auto h = x.scalar_type() == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  auto h = x.scalar_type() == norm_dtype(x) ? x : x.to(norm_dtype(x));
   auto inv = torch::rsqrt(h.square().mean(-1, /*keepdim=*/true).add_(eps));
   return weight * (h * inv).to(x.scalar_type());
 }
@@ -127,7 +132,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   scores.div_(std::sqrt(static_cast<double>(D)));
   scores = scores.view({B, H, T, S});
   if (ctx.mask.defined()) scores.masked_fill_(ctx.mask, finfo_min(scores.scalar_type()));
-  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(x.scalar_type());
+  // Softmax in float32 as HF does (float64 stays float64: its finfo.min would overflow to -inf).
+  const auto sm_dtype = scores.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto probs = torch::softmax(scores, -1, sm_dtype).to(x.scalar_type());
   auto out = torch::matmul(probs.view({B, Hkv, G * T, S}), V);  // [B, Hkv, G*T, D]
   out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   return o_proj->forward(out, rl);
@@ -284,9 +291,16 @@ std::vector<std::string> LlamaForCausalLMImpl::module_names() const {
 
 std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::base_weights() {
   std::vector<std::pair<std::string, torch::Tensor>> r;
+  // Only "<base module>.weight": adapter parameters a MolaLinear may register (router, lora_A, ...,
+  // or submodules of their own) are not part of a base checkpoint.
+  static const std::set<std::string> base = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                                             "embed_tokens", "norm", "input_layernorm", "post_attention_layernorm", "lm_head"};
   for (const auto& item : named_parameters(/*recurse=*/true)) {
     const std::string& k = item.key();
-    if (k.size() >= 7 && k.compare(k.size() - 7, 7, ".weight") == 0) r.emplace_back(k, item.value());
+    if (k.size() < 7 || k.compare(k.size() - 7, 7, ".weight") != 0) continue;
+    const std::string owner = k.substr(0, k.size() - 7);
+    const size_t dot = owner.rfind('.');
+    if (base.count(dot == std::string::npos ? owner : owner.substr(dot + 1))) r.emplace_back(k, item.value());
   }
   return r;
 }

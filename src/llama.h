@@ -132,7 +132,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   KVCache make_cache(int64_t batch, int64_t max_len) const;
   std::vector<MolaLinear> layer_modules(int64_t il) const;  // q,k,v,o,gate,up,down of layer il
   std::vector<std::string> module_names() const;            // "model.layers.{i}.self_attn.q_proj", ...
-  // Names of the base weights in Hugging Face layout with their expected shapes (what a checkpoint holds).
+  // The base weights in Hugging Face layout (what a checkpoint holds: "<module>.weight" of the
+  // projections, norms, embedding and lm_head; adapter parameters are excluded), in module order.
   std::vector<std::pair<std::string, torch::Tensor>> base_weights();
 
   ModelConfig cfg;

@@ -138,15 +138,9 @@ int64_t train_quickstart_tokenizer(const DatasetDict& data, const std::string& d
       }
     f << tmpl.prompt_input << "\n";
   }
-  const std::string prefix = (fs::path(dir) / "tokenizer").string();
-  Tokenizer::train(
-      "--input=" + corpus + " --model_prefix=" + prefix +
-      " --vocab_size=400 --hard_vocab_limit=false --model_type=bpe --character_coverage=1.0"
-      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1 --minloglevel=2"
-      " --split_digits=true --byte_fallback=false");
+  Tokenizer::train(corpus, dir, 400);
   fs::remove(corpus);
-  fs::remove(prefix + ".vocab");
-  return Tokenizer::load(prefix + ".model").vocab_size();
+  return Tokenizer::load(dir).vocab_size();
 }
 
 void write_quickstart_model(const DatasetDict& data, const std::string& dir, uint64_t seed) {

@@ -5,7 +5,6 @@
 // "compiled against version 3.14.0" when the model is parsed). Loaded deep-bound and local, the
 // shim's sentencepiece uses its own protobuf and nothing leaks into the global namespace.
 #include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -68,11 +67,5 @@ int mor_spm_bos_id(void* p) { return sp(p)->bos_id(); }
 int mor_spm_eos_id(void* p) { return sp(p)->eos_id(); }
 int mor_spm_unk_id(void* p) { return sp(p)->unk_id(); }
 int mor_spm_pad_id(void* p) { return sp(p)->pad_id(); }
-
-// Trains a model from sentencepiece_trainer flags; nullptr on success, else a malloc'd error message.
-char* mor_spm_train(const char* args) {
-  auto st = sentencepiece::SentencePieceTrainer::Train(args);
-  return st.ok() ? nullptr : dup(st.ToString(), nullptr);
-}
 
 }  // extern "C"
