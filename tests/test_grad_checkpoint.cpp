@@ -7,6 +7,7 @@
 #include "allocation.h"
 #include "grad_checkpoint.h"
 #include "llama.h"
+#include "trainer.h"
 
 using namespace mor;
 

@@ -150,20 +150,21 @@ TEST(TrainRecipe, LossFallsValLoggedCheckpointsRotateAdapterReloads) {
   MOR_REQUIRE_TESTDATA();
   const std::string out = test::scratch_dir("recipe");
   auto r = test::run_mor("train --base_model " + q(model_dir()) + " --data_path " + q(hf_data()) + " --output_dir " +
-                         q(out) + " --batch_size 8 --micro_batch_size 4 --num_epochs 10 --learning_rate 1e-2" +
-                         " --cutoff_len 128 --val_set_size 20 --warmup_steps 10 --logging_steps 10 --eval_steps 20" +
-                         " --save_steps 50 --save_total_limit 2 --obalance --dtype float32 --threads 2" + kAlloc);
+                         q(out) + " --batch_size 8 --micro_batch_size 4 --num_epochs 3 --learning_rate 1e-2" +
+                         " --cutoff_len 96 --val_set_size 20 --warmup_steps 10 --logging_steps 11 --eval_steps 22" +
+                         " --save_steps 20 --save_total_limit 2 --obalance --dtype float32 --threads 2" + kAlloc);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  // 180 training rows / 4 = 45 micro-batches, accumulation 2: 22 steps per epoch, 1 dropped, 220 in all.
-  EXPECT_NE(r.out.find("220 in all"), std::string::npos) << r.out;
+  // 180 training rows / 4 = 45 micro-batches, accumulation 2: 22 steps per epoch, 1 dropped, 66 in all.
+  EXPECT_NE(r.out.find("66 in all"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("dropped"), std::string::npos) << r.out;
   json st = state_of(out);
-  EXPECT_EQ(st["global_step"], 220);
+  EXPECT_EQ(st["global_step"], 66);
   auto loss = series(st, "loss"), eval = series(st, "eval_loss");
-  ASSERT_EQ(loss.size(), 22u);
-  ASSERT_EQ(eval.size(), 11u);
-  EXPECT_LT(loss.back(), 0.6 * loss.front()) << "first " << loss.front() << " last " << loss.back();
+  ASSERT_EQ(loss.size(), 6u);
+  ASSERT_EQ(eval.size(), 3u);
+  EXPECT_LT(loss.back(), 0.4 * loss.front()) << "first " << loss.front() << " last " << loss.back();
   EXPECT_LT(eval.back(), eval.front());
+  EXPECT_LT(eval.back(), 0.5 * loss.front());
   for (const auto& e : st["log_history"])
     if (e.contains("loss")) {
       EXPECT_TRUE(e.contains("learning_rate") && e.contains("epoch") && e.contains("step") && e.contains("grad_norm") &&
@@ -175,19 +176,18 @@ TEST(TrainRecipe, LossFallsValLoggedCheckpointsRotateAdapterReloads) {
   size_t lines = 0;
   for (std::string l; std::getline(mf, l);) ++lines;
   EXPECT_EQ(lines, st["log_history"].size());
-  // rotation: checkpoints at 50, 100, 150, 200; the newest two kept; no temporary folders left
+  // rotation: checkpoints at 20, 40, 60; the newest two kept; no temporary folders left
   std::vector<std::string> names;
   for (auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  EXPECT_TRUE(fs::exists(out + "/checkpoint-150/optimizer.pt"));
-  EXPECT_TRUE(fs::exists(out + "/checkpoint-200/trainer_state.json"));
-  EXPECT_FALSE(fs::exists(out + "/checkpoint-100"));
-  EXPECT_FALSE(fs::exists(out + "/checkpoint-50"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoint-40/optimizer.pt"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoint-60/trainer_state.json"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoint-60/adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-20"));
   for (auto& n : names) EXPECT_EQ(n.find(".tmp"), std::string::npos) << n;
   EXPECT_TRUE(fs::exists(out + "/adapter_model.safetensors"));
   EXPECT_TRUE(fs::exists(out + "/adapter_config.json"));
 
-  // The final adapter reproduces the last validation loss (step 220 is an eval step).
+  // The final adapter reproduces the last validation loss (step 66 is an eval step).
   torch::set_num_threads(2);
   auto model = load_llama(model_dir(), torch::kFloat32, torch::kCPU);
   ModelConfig cfg = model->cfg;
@@ -198,7 +198,7 @@ TEST(TrainRecipe, LossFallsValLoggedCheckpointsRotateAdapterReloads) {
   auto split = split_train_val(static_cast<int64_t>(rows.size()), 20, 42);
   auto tok = Tokenizer::load(model_dir());
   ExampleOptions eo;
-  eo.cutoff_len = 128;
+  eo.cutoff_len = 96;
   std::vector<TokenizedExample> val;
   for (auto i : split.second) val.push_back(tokenize_example(rows[i], tok, PromptTemplate::alpaca(), eo));
   double vl = evaluate_loss(model, val, 8, true);
@@ -208,8 +208,8 @@ TEST(TrainRecipe, LossFallsValLoggedCheckpointsRotateAdapterReloads) {
 namespace {
 std::string resume_args(const std::string& out) {
   return "train --base_model " + q(model_dir()) + " --data_path " + q(hf_data()) + " --output_dir " + q(out) +
-         " --batch_size 4 --micro_batch_size 2 --num_epochs 1 --max_steps 24 --learning_rate 5e-3 --cutoff_len 64" +
-         " --val_set_size 8 --warmup_steps 3 --logging_steps 1 --eval_steps 12 --save_steps 8 --save_total_limit 0" +
+         " --batch_size 4 --micro_batch_size 2 --num_epochs 1 --max_steps 16 --learning_rate 5e-3 --cutoff_len 48" +
+         " --val_set_size 8 --warmup_steps 3 --logging_steps 1 --eval_steps 8 --save_steps 6 --save_total_limit 0" +
          " --group_by_length --obalance --dtype float32 --threads 2" + kAlloc;
 }
 }  // namespace
@@ -221,9 +221,9 @@ TEST(TrainResume, BitIdenticalFromCheckpointAndAfterSigterm) {
   ASSERT_EQ(ra.exit_code, 0) << ra.err;
   const std::string want = test::read_file(a + "/adapter_model.safetensors");
 
-  // Stopped after checkpoint-8 (its copy is all that run b has), resumed.
-  fs::copy(a + "/checkpoint-8", b + "/checkpoint-8", fs::copy_options::recursive);
-  auto rb = test::run_mor(resume_args(b) + " --resume_from_checkpoint " + q(b + "/checkpoint-8"));
+  // Stopped after checkpoint-6 (its copy is all that run b has), resumed.
+  fs::copy(a + "/checkpoint-6", b + "/checkpoint-6", fs::copy_options::recursive);
+  auto rb = test::run_mor(resume_args(b) + " --resume_from_checkpoint " + q(b + "/checkpoint-6"));
   ASSERT_EQ(rb.exit_code, 0) << rb.err;
   EXPECT_NE(rb.out.find("resuming from"), std::string::npos) << rb.out;
   EXPECT_TRUE(test::read_file(b + "/adapter_model.safetensors") == want) << "resumed adapter differs";
@@ -349,7 +349,9 @@ TEST(TrainRecipe, ThreeStepsMatchHandComputation) {
   ASSERT_EQ(trained.size(), hand.size());
   double max_diff = 0;
   for (auto& [k, t] : hand) max_diff = std::max(max_diff, (trained.at(k) - t).abs().max().item<double>());
-  EXPECT_LT(max_diff, 1e-6);
+  // float32 training vs this float64 computation: Adam divides by sqrt(v) + 1e-8, so float32 rounding of
+  // near-zero gradients shows up at ~1e-3 of one lr-sized update.
+  EXPECT_LT(max_diff, 3e-5);
   // and the adapter moved away from its initialisation
   auto model3 = load_llama(model_dir(), torch::kFloat32, torch::kCPU);
   attach_adapters(model3, alloc, 42);
@@ -366,7 +368,7 @@ TEST(TrainErrors, BadInputsClearMessagesNoOutput) {
   test::write_file(dir + "/noout.json", R"([{"instruction": "q", "input": ""}])");
   test::write_file(dir + "/afile", "x");
   fs::create_directories(dir + "/emptyckpt");
-  const std::string base = "train --base_model " + q(model_dir()) + " --dtype float32 --threads 1 --data_path ";
+  const std::string base = "train --base_model " + q(model_dir()) + " --threads 1 --data_path ";
   const std::string good = base + q(hf_data());
   struct Case { std::string args, expect; };
   const std::string out = dir + "/out";
