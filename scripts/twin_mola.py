@@ -315,7 +315,8 @@ def main():
                    "target_modules": TARGETS, "lora_alpha": LORA_ALPHA, "lora_dropout": 0.05, "modules": modules},
                   f, indent=2)
     # The reference's own file: a torch.save zip of name -> tensor (same tensors as adapter/).
-    torch.save(state, os.path.join(out, "adapter_ref", "adapter_model.bin"))
+    # PEFT saves a plain dict (get_peft_model_state_dict builds one).
+    torch.save(dict(state), os.path.join(out, "adapter_ref", "adapter_model.bin"))
 
     sp = spm.SentencePieceProcessor(model_file=os.path.join(TESTDATA, "stories260K", "tokenizer.model"))
     rows = make_rows()

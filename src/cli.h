@@ -6,6 +6,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <torch/torch.h>
 
 namespace mor {
 
@@ -26,5 +27,21 @@ CLI::Option* add_bool(CLI::App& app, const std::string& name, bool& var, const s
 // `mor <cmd>: error: ...` on stderr and a non-zero exit.
 int run_command(const std::string& cmd, const std::string& description, int argc, char** argv,
                 const std::function<void(CLI::App&)>& define, const std::function<int()>& body);
+
+// --device: "cpu", "cuda", "cuda:N". Throws when CUDA is asked for but not available.
+torch::Device parse_device(const std::string& name);
+
+// --dtype: "auto" (bfloat16 on CUDA, and on CPUs with AVX512-BF16 where bf16 matmul is fast; else
+// float32), "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" (CUDA only).
+torch::Dtype parse_dtype(const std::string& name, torch::Device device);
+bool cpu_has_fast_bf16();  // AVX512-BF16 (cpuid leaf 7 subleaf 1, EAX bit 5)
+
+// --threads: sets LibTorch's intra-op pool (0 = all cores). Call before any torch work.
+void set_threads(int n);
+
+// One line: "device cpu, dtype bfloat16 (auto: AVX512-BF16), 2 threads".
+std::string describe_runtime(torch::Device device, torch::Dtype dtype, const std::string& dtype_flag);
+
+std::string dtype_name(torch::Dtype dtype);  // "float32", "bfloat16", "float16"
 
 }  // namespace mor

@@ -159,6 +159,18 @@ torch::Tensor layer_balance_loss(const std::vector<torch::Tensor>& logits, const
   return total;
 }
 
+torch::Tensor sparse_dropout(const torch::Tensor& x, double p) {
+  if (p <= 0) return x;
+  // Past p ~ 0.3 the Poisson draw needs more numbers than elements: use the plain per-element mask.
+  if (p >= 0.3) return torch::dropout(x, p, /*train=*/true);
+  const int64_t n = x.numel();
+  const double rate = double(n) * -std::log1p(-p);
+  auto k = torch::poisson(torch::full({1}, rate, torch::TensorOptions().dtype(torch::kFloat64))).item<double>();
+  auto idx = torch::randint(n, {int64_t(k)}, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+  auto mask = torch::full({n}, 1.0 / (1.0 - p), x.options().requires_grad(false)).index_fill_(0, idx, 0.0);
+  return x * mask.view(x.sizes());
+}
+
 MolaLinearImpl::MolaLinearImpl(int64_t in, int64_t out, torch::Dtype dtype, torch::Device device)
     : in_features(in), out_features(out) {
   weight = register_parameter("weight", torch::empty({out, in}, torch::TensorOptions().dtype(dtype).device(device)),
@@ -195,7 +207,7 @@ torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch:
   auto shape = x.sizes().vec();
   auto x2 = x.reshape({-1, in_features});
   torch::Tensor xd;
-  if (is_training() && spec_.lora_dropout > 0) xd = torch::dropout(x2, spec_.lora_dropout, /*train=*/true);
+  if (is_training() && spec_.lora_dropout > 0) xd = sparse_dropout(x2, spec_.lora_dropout);
   torch::Tensor logits;
   auto y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
   if (router_logits) router_logits->push_back(logits);

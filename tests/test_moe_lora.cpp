@@ -250,3 +250,27 @@ TEST(BalanceLoss, MatchesLoopReferenceAndGroupsByExperts) {
   EXPECT_NEAR(layer_balance_loss({a, c, b}, {s2, s4, s2}).item<double>(), want, 1e-5);
   EXPECT_THROW(layer_balance_loss({a}, {s2, s4}), std::runtime_error);
 }
+
+TEST(SparseDropout, BernoulliRateScaleAndGradient) {
+  torch::manual_seed(21);
+  for (double p : {0.05, 0.2, 0.5}) {
+    auto x = torch::ones({400, 1000}, torch::TensorOptions().requires_grad(true));
+    auto y = sparse_dropout(x, p);
+    const double n = 400000.0, dropped = (y == 0).sum().item<double>() / n;
+    // Binomial standard deviation ~ sqrt(p(1-p)/n) < 8e-4: 5 sigma.
+    EXPECT_NEAR(dropped, p, 4e-3) << p;
+    EXPECT_NEAR(y.max().item<double>(), 1.0 / (1.0 - p), 1e-6);
+    EXPECT_NEAR(y.mean().item<double>(), 1.0, 6e-3);
+    // Rows are independent: per-row drop counts spread like a binomial, not all equal.
+    auto per_row = (y == 0).sum(1).to(torch::kFloat64);
+    EXPECT_NEAR(per_row.var().item<double>(), 1000 * p * (1 - p), 0.25 * 1000 * p * (1 - p));
+    y.sum().backward();
+    EXPECT_TRUE(torch::equal(x.grad(), y.detach()));
+  }
+  auto x = torch::randn({3, 4});
+  EXPECT_TRUE(torch::equal(sparse_dropout(x, 0.0), x));
+  torch::manual_seed(5);
+  auto a = sparse_dropout(torch::ones({64, 64}), 0.1);
+  torch::manual_seed(5);
+  EXPECT_TRUE(torch::equal(a, sparse_dropout(torch::ones({64, 64}), 0.1)));
+}

@@ -1,9 +1,129 @@
-// mor generate (stub until its issue lands).
+// mor generate: load a LLaMA from Hugging Face files, tokenize prompts (alpaca template or as is),
+// generate greedily or by sampling with the KV cache in batches, print the new text (or JSON lines).
+#include <fstream>
 #include <iostream>
 
+#include "cli.h"
 #include "commands.h"
+#include "config.h"
+#include "generate.h"
+#include "llama.h"
+#include "tokenizer.h"
 
-int mor::cmd_generate(int, char**) {
-  std::cerr << "mor generate: error: not implemented yet\n";
-  return 1;
+namespace {
+
+struct Prompt {
+  std::string instruction, input;
+};
+
+std::vector<Prompt> read_prompts_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("--prompts_file " + path + ": cannot read");
+  std::vector<Prompt> r;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ":" + std::to_string(n) + ": bad JSON: " + e.what());
+    }
+    if (j.is_string()) {
+      r.push_back({j.get<std::string>(), ""});
+    } else if (j.is_object() && j.contains("instruction") && j["instruction"].is_string()) {
+      r.push_back({j["instruction"].get<std::string>(),
+                   j.contains("input") && j["input"].is_string() ? j["input"].get<std::string>() : ""});
+    } else {
+      throw std::runtime_error(path + ":" + std::to_string(n) + ": expected a JSON string (or an object with \"instruction\")");
+    }
+  }
+  if (r.empty()) throw std::runtime_error("--prompts_file " + path + ": no prompts");
+  return r;
+}
+
+}  // namespace
+
+int mor::cmd_generate(int argc, char** argv) {
+  std::string base_model, prompt, input, prompts_file, tmpl = "alpaca", device = "cpu", dtype = "auto";
+  std::string mola_weights;
+  int64_t max_new_tokens = 128, top_k = 40, batch_size = 1;
+  double temperature = 0.0, top_p = 0.75;
+  uint64_t seed = 42;
+  int threads = 0;
+  bool json = false;
+  return run_command(
+      "generate", "Generate text with a LLaMA-family model (greedy or sampled, KV cache, batched).", argc, argv,
+      [&](CLI::App& app) {
+        add_opt(app, "base_model", base_model, "model directory (Hugging Face layout) or Hub id in the local cache")->required();
+        add_opt(app, "prompt", prompt, "the prompt (the instruction with --template alpaca)");
+        add_opt(app, "input", input, "alpaca input (context) for --prompt");
+        add_opt(app, "prompts_file", prompts_file, "one JSON string per line (or {\"instruction\", \"input\"})");
+        add_opt(app, "template", tmpl, "alpaca | none | a template JSON file");
+        add_opt(app, "mola_weights", mola_weights, "MoLA adapter directory (added by the adapter issue)");
+        add_opt(app, "max_new_tokens", max_new_tokens, "tokens to generate per prompt");
+        add_opt(app, "temperature", temperature, "0 = greedy");
+        add_opt(app, "top_p", top_p, "nucleus sampling (with temperature > 0)");
+        add_opt(app, "top_k", top_k, "top-k sampling, 0 = off (with temperature > 0)");
+        add_opt(app, "seed", seed, "sampling seed");
+        add_opt(app, "batch_size", batch_size, "prompts per batch (left-padded)");
+        add_opt(app, "device", device, "cpu | cuda | cuda:N");
+        add_opt(app, "threads", threads, "CPU threads, 0 = all cores");
+        add_opt(app, "dtype", dtype, "auto | float32 | bfloat16 | float16 (CUDA)");
+        add_bool(app, "json", json, "print one JSON object per prompt");
+      },
+      [&]() -> int {
+        set_threads(threads);
+        if (!prompt.empty() && !prompts_file.empty()) throw std::runtime_error("give --prompt or --prompts_file, not both");
+        if (batch_size < 1) throw std::runtime_error("--batch_size must be >= 1");
+        if (max_new_tokens < 0) throw std::runtime_error("--max_new_tokens must be >= 0");
+        if (temperature < 0) throw std::runtime_error("--temperature must be >= 0");
+        if (!(top_p > 0 && top_p <= 1)) throw std::runtime_error("--top_p must be in (0, 1]");
+        if (top_k < 0) throw std::runtime_error("--top_k must be >= 0");
+        std::vector<Prompt> prompts = prompts_file.empty() ? std::vector<Prompt>{{prompt, input}} : read_prompts_file(prompts_file);
+        const PromptTemplate pt = PromptTemplate::from_name_or_file(tmpl);
+        const torch::Device dev = parse_device(device);
+        const torch::Dtype dt = parse_dtype(dtype, dev);
+        const std::string dir = resolve_model_dir(base_model);
+        Tokenizer tok = Tokenizer::load(dir);
+        LlamaForCausalLM m = load_llama(dir, dt, dev);
+        if (tok.vocab_size() > m->cfg.vocab_size)
+          throw std::runtime_error(dir + ": tokenizer has " + std::to_string(tok.vocab_size()) + " pieces but the model only " +
+                                   std::to_string(m->cfg.vocab_size));
+        if (!mola_weights.empty()) {
+          // The adapter issue loads MoLA adapters onto `m` here.
+          throw std::runtime_error("--mola_weights is not supported yet");
+        }
+        std::cerr << "mor generate: " << dir << ", " << describe_runtime(dev, dt, dtype) << "\n";
+        m->eval();
+        GenerateOptions o;
+        o.max_new_tokens = max_new_tokens;
+        o.temperature = temperature;
+        o.top_p = top_p;
+        o.top_k = top_k;
+        o.seed = seed;
+        o.stop_ids = {tok.eos_id()};
+        for (size_t start = 0; start < prompts.size(); start += batch_size) {
+          const size_t end = std::min(prompts.size(), start + static_cast<size_t>(batch_size));
+          std::vector<std::vector<int64_t>> ids;
+          std::vector<std::string> texts;
+          for (size_t i = start; i < end; ++i) {
+            texts.push_back(tmpl == "none" ? prompts[i].instruction + (prompts[i].input.empty() ? "" : "\n" + prompts[i].input)
+                                           : pt.generate_prompt(prompts[i].instruction, prompts[i].input));
+            ids.push_back(tok.encode(texts.back()));
+          }
+          auto out = generate(m, ids, o);
+          for (size_t b = 0; b < ids.size(); ++b) {
+            const std::string text = tok.decode(out.new_tokens[b]);
+            if (json) {
+              nlohmann::json j = {{"prompt", texts[b]}, {"prompt_ids", ids[b]}, {"generated_ids", out.new_tokens[b]}, {"text", text}};
+              std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+            } else {
+              std::cout << text << "\n";
+            }
+          }
+          std::cout.flush();
+        }
+        return 0;
+      });
 }
