@@ -44,8 +44,13 @@ torch::TensorOptions opts(torch::Dtype dtype, torch::Device device) {
 
 // ---- pieces and their references ----
 
+// float32 as HF computes it; float64 (only used by gradient tests) is kept in float64.
+static torch::Dtype norm_dtype(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
 torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  auto h = x.to(torch::kFloat32);
+  auto h = x.to(norm_dtype(x));
   auto var = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * torch::rsqrt(var + eps);
   return weight * h.to(x.scalar_type());
@@ -57,7 +62,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::Dtype dtype, torch::De
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   // Same ops as the reference; for float32 input the casts are no-ops (no copies).
-  auto h = x.scalar_type() == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  auto h = x.scalar_type() == norm_dtype(x) ? x : x.to(norm_dtype(x));
   auto inv = torch::rsqrt(h.square().mean(-1, /*keepdim=*/true).add_(eps));
   return weight * (h * inv).to(x.scalar_type());
 }
@@ -127,7 +132,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   scores.div_(std::sqrt(static_cast<double>(D)));
   scores = scores.view({B, H, T, S});
   if (ctx.mask.defined()) scores.masked_fill_(ctx.mask, finfo_min(scores.scalar_type()));
-  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(x.scalar_type());
+  // Softmax in float32 as HF does (float64 stays float64: its finfo.min would overflow to -inf).
+  const auto sm_dtype = scores.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto probs = torch::softmax(scores, -1, sm_dtype).to(x.scalar_type());
   auto out = torch::matmul(probs.view({B, Hkv, G * T, S}), V);  // [B, Hkv, G*T, D]
   out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   return o_proj->forward(out, rl);

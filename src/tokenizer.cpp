@@ -86,7 +86,7 @@ const Spm& spm() {
 }
 
 // Takes ownership of a malloc'd buffer from the shim.
-std::string take(char* buf, size_t len, const char* what) {
+std::string take(char* buf, const size_t& len, const char* what) {  // len by reference: filled by the call producing buf
   if (!buf) throw std::runtime_error(std::string("tokenizer: sentencepiece failed to ") + what);
   std::string s(buf, len);
   spm().free_buf(buf);
@@ -225,6 +225,46 @@ std::string Tokenizer::id_to_piece(int64_t id) const {
   check_ids({id});
   size_t len = 0;
   return take(spm().id_to_piece(sp_.get(), static_cast<int>(id), &len), len, "map an id to its piece");
+}
+
+void Tokenizer::train(const std::string& corpus_file, const std::string& out_dir, int64_t vocab_size) {
+  if (!fs::exists(corpus_file)) throw std::runtime_error(corpus_file + ": training corpus not found");
+  fs::create_directories(out_dir);
+  const std::string prefix = (fs::path(out_dir) / "tokenizer.tmp").string();
+  // LLaMA's conventions: BPE, byte fallback, unk 0 / bos 1 / eos 2, no pad, digits split, identity
+  // normalisation; deterministic (one thread, no sentence sampling).
+  const std::string args = "--input=" + corpus_file + " --model_prefix=" + prefix + " --vocab_size=" +
+                           std::to_string(vocab_size) +
+                           " --model_type=bpe --byte_fallback=true --split_digits=true --unk_id=0 --bos_id=1 --eos_id=2"
+                           " --pad_id=-1 --character_coverage=1.0 --normalization_rule_name=identity"
+                           " --add_dummy_prefix=true --remove_extra_whitespaces=false --num_threads=1"
+                           " --input_sentence_size=0 --shuffle_input_sentence=false --minloglevel=2 --hard_vocab_limit=false";
+  std::vector<std::string> candidates;
+  if (const char* e = std::getenv("MOR_SPM_TRAIN"); e && *e) candidates.push_back(e);
+#ifdef MOR_SPM_TRAIN
+  candidates.push_back(MOR_SPM_TRAIN);
+#endif
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    candidates.push_back((fs::path(exe).parent_path() / "mor-spm-train").string());
+  }
+  std::string tool;
+  for (const auto& c : candidates)
+    if (fs::exists(c)) { tool = c; break; }
+  if (tool.empty()) throw std::runtime_error("cannot find the mor-spm-train helper (build it, or set MOR_SPM_TRAIN)");
+  const std::string log = prefix + ".log";
+  const std::string cmd = "'" + tool + "' '" + args + "' >'" + log + "' 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    std::ifstream in(log);
+    std::string last, line;
+    while (std::getline(in, line)) if (!line.empty()) last = line;
+    throw std::runtime_error("sentencepiece training on " + corpus_file + " failed: " + last);
+  }
+  fs::remove(log);
+  fs::rename(prefix + ".model", fs::path(out_dir) / "tokenizer.model");
+  fs::remove(prefix + ".vocab");
 }
 
 // ---- prompt templates ----

@@ -15,6 +15,9 @@ class Tokenizer {
   // Loads `tokenizer.model` (and tokenizer_config.json beside it, when present) from a model directory
   // or a direct path to a .model file. Throws naming the file when missing or unreadable.
   static Tokenizer load(const std::string& dir_or_model_file);
+  // Trains a LLaMA-style sentencepiece BPE model (byte fallback, unk 0, bos 1, eos 2) on a text file,
+  // one sentence a line, and writes `out_dir/tokenizer.model` (for the embedded default model).
+  static void train(const std::string& corpus_file, const std::string& out_dir, int64_t vocab_size);
 
   // BOS (when add_bos) + pieces (+ EOS when add_eos). An empty text gives BOS alone.
   std::vector<int64_t> encode(const std::string& text) const;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <set>
 
+#include "cli.h"
 #include "generate.h"
 #include "helpers.h"
 #include "llama.h"
@@ -161,4 +162,32 @@ TEST(GenerateCli, BadInputFailsWithOneClearLine) {
   expect_fail("--base_model " + d, "is past the end of the file");
   expect_fail("--base_model /nonexistent/model", "cannot find model '/nonexistent/model'");
   expect_fail("--base_model " + stories_copy("cli_dtype") + " --dtype float16", "--dtype float16 is only supported on CUDA");
+}
+
+TEST(Runtime, DeviceDtypeThreads) {
+  EXPECT_EQ(parse_device("cpu"), torch::Device(torch::kCPU));
+  EXPECT_THROW(parse_device("tpu"), std::runtime_error);
+  if (!torch::cuda::is_available()) {
+    try {
+      parse_device("cuda");
+      FAIL();
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("CUDA is not available"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(parse_dtype("float32", torch::kCPU), torch::kFloat32);
+  EXPECT_EQ(parse_dtype("bf16", torch::kCPU), torch::kBFloat16);
+  EXPECT_EQ(parse_dtype("auto", torch::kCPU), cpu_has_fast_bf16() ? torch::kBFloat16 : torch::kFloat32);
+  EXPECT_EQ(parse_dtype("auto", torch::Device(torch::kCUDA)), torch::kBFloat16);
+  EXPECT_THROW(parse_dtype("float16", torch::kCPU), std::runtime_error);
+  EXPECT_THROW(parse_dtype("int8", torch::kCPU), std::runtime_error);
+  // /proc/cpuinfo agrees with cpuid
+  const std::string info = test::read_file("/proc/cpuinfo");
+  EXPECT_EQ(cpu_has_fast_bf16(), info.find(" avx512_bf16") != std::string::npos);
+  const int before = torch::get_num_threads();
+  set_threads(1);
+  EXPECT_EQ(torch::get_num_threads(), 1);
+  set_threads(before);
+  EXPECT_THROW(set_threads(-1), std::runtime_error);
+  EXPECT_NE(describe_runtime(torch::kCPU, torch::kBFloat16, "auto").find("dtype bfloat16 (auto:"), std::string::npos);
 }

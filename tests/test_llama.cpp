@@ -270,3 +270,42 @@ TEST(Llama, LoadErrorsForFiles) {
     EXPECT_NE(std::string(e.what()).find("no model.safetensors or model.safetensors.index.json"), std::string::npos) << e.what();
   }
 }
+
+TEST(Llama, GradientsThroughAttentionMatchFiniteDifferences) {
+  // Training backpropagates through the model (into adapters); the in-place scaling and masking of the
+  // scores must keep autograd exact. float64, a padded batch, gradient w.r.t. one base weight.
+  auto m = random_llama(tiny_cfg(false), 21, torch::kFloat64, torch::kCPU);
+  auto w = m->model->layer_list[0]->self_attn->q_proj->weight;
+  {
+    torch::NoGradGuard ng;
+    w.mul_(20);  // sharper attention, so the q weights matter
+  }
+  w.set_requires_grad(true);
+  auto ids = torch::randint(3, 50, {2, 6}, torch::kLong);
+  auto mask = torch::ones({2, 6}, torch::kLong);
+  mask.index_put_({1, torch::indexing::Slice(0, 2)}, 0);
+  auto probe = torch::randn({2, 6, 50}, torch::kFloat64);
+  auto loss_of = [&]() {
+    ForwardArgs a;
+    a.input_ids = ids;
+    a.attention_mask = mask;
+    // forward() returns float32 logits; stay in float64 for the finite differences.
+    return (torch::matmul(m->forward_hidden(a), m->lm_head_weight().t()) * probe).sum();
+  };
+  auto loss = loss_of();
+  loss.backward();
+  auto g = w.grad().clone();
+  torch::NoGradGuard ng;
+  const double eps = 1e-6;
+  for (auto [i, j] : std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {5, 17}, {31, 31}}) {
+    const double orig = w[i][j].item<double>();
+    w[i][j] = orig + eps;
+    const double up = loss_of().item<double>();
+    w[i][j] = orig - eps;
+    const double down = loss_of().item<double>();
+    w[i][j] = orig;
+    const double fd = (up - down) / (2 * eps);
+    EXPECT_NEAR(g[i][j].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << i << "," << j;
+  }
+  EXPECT_GT(g.abs().sum().item<double>(), 0);
+}

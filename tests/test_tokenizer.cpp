@@ -48,8 +48,10 @@ TEST(Tokenizer, DecodeHfKeepsSpecialTokensAndCleansSpaces) {
   EXPECT_EQ(t.decode(ids), "The answer is A.");  // special tokens skipped
   std::vector<int64_t> left = {0, 0};
   for (auto i : t.encode("Hi")) left.push_back(i);
-  EXPECT_EQ(t.decode_hf(left), "<unk><unk><s> Hi");
-  EXPECT_EQ(Tokenizer::clean_up_tokenization("a . b , c ? d ! I don 't , he 's we 've you 're I 'm x ' y"),
+  // transformers 4.3x: a special token gets a space before it unless it follows another special token
+  // or starts the text; a run of pieces after special tokens is decoded alone (no leading space).
+  EXPECT_EQ(t.decode_hf(left), "<unk><unk><s>Hi");
+  EXPECT_EQ(Tokenizer::clean_up_tokenization("a . b , c ? d ! I do n't , he 's we 've you 're I 'm x ' y"),
             "a. b, c? d! I don't, he's we've you're I'm x'y");
 }
 
@@ -92,4 +94,22 @@ TEST(PromptTemplate, AlpacaAndResponse) {
   auto none = PromptTemplate::from_name_or_file("none");
   EXPECT_EQ(none.generate_prompt("raw text"), "raw text");
   EXPECT_THROW(PromptTemplate::from_name_or_file("nosuch"), std::runtime_error);
+}
+
+TEST(Tokenizer, TrainsALlamaStyleModel) {
+  const std::string d = test::scratch_dir("tok_train");
+  std::string corpus;
+  for (int i = 0; i < 200; ++i)
+    corpus += "Question " + std::to_string(i) + ": which is warmer, ice or tea? The answer is B.\n";
+  test::write_file(d + "/corpus.txt", corpus);
+  Tokenizer::train(d + "/corpus.txt", d, 300);
+  auto t = Tokenizer::load(d);
+  EXPECT_EQ(t.bos_id(), 1);
+  EXPECT_EQ(t.eos_id(), 2);
+  EXPECT_EQ(t.unk_id(), 0);
+  const std::string s = "The answer is B. Zebra 42 ✓";  // unseen characters go through byte fallback
+  auto ids = t.encode(s);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(t.decode(ids), s);
+  EXPECT_LE(t.vocab_size(), 300);
 }
