@@ -231,9 +231,10 @@ class BatchReader {
               std::vector<std::pair<int64_t, int64_t>> nodes, std::vector<std::pair<int64_t, int64_t>> buffers)
       : name_(name), body_(body), body_len_(body_len), body_off_(body_off), nodes_(std::move(nodes)),
         buffers_(std::move(buffers)) {
-    // A corrupt length could ask for billions of values (null columns have no buffers to check it
-    // against), so the values one batch may produce are capped relative to its body size.
-    budget_ = 64 * static_cast<int64_t>(body_len) + (int64_t{1} << 24);
+    // A corrupt length could ask for billions of values; values of other types are only allocated
+    // once their buffers proved big enough, but null columns (and structs of them) have no buffers,
+    // so the values one batch may produce are also capped relative to its body size.
+    budget_ = 64 * static_cast<int64_t>(body_len) + (int64_t{1} << 22);
   }
 
   // Decodes the first `needed` values of the column `f` (its node may declare more).
@@ -247,8 +248,8 @@ class BatchReader {
     budget_ -= needed;
     if (budget_ < 0) fail(path, body_off_, "record batch declares more values than its body can hold");
     size_t n = static_cast<size_t>(needed);
-    std::vector<json> out(n);
-    if (f.type == Type::Null) return out;  // no buffers
+    std::vector<json> out;  // sized below, once the buffers are known to hold n values
+    if (f.type == Type::Null) return std::vector<json>(n);  // no buffers
 
     Buf validity = next_buffer(path);
     if (null_count > 0 && validity.len < (n + 7) / 8)
@@ -258,6 +259,7 @@ class BatchReader {
     switch (f.type) {
       case Type::Bool: {
         Buf data = need_bytes(next_buffer(path), (n + 7) / 8, path, "values");
+        out.resize(n);
         for (size_t i = 0; i < n; ++i)
           if (valid(i)) out[i] = ((data.p[i >> 3] >> (i & 7)) & 1) != 0;
         break;
@@ -278,6 +280,7 @@ class BatchReader {
         Buf data = next_buffer(path);
         std::vector<int64_t> off = read_offsets(offsets, n, large, static_cast<int64_t>(data.len), path, "data buffer");
         bool text = f.type == Type::Utf8 || f.type == Type::LargeUtf8;
+        out.resize(n);
         for (size_t i = 0; i < n; ++i) {
           if (!valid(i)) continue;
           const uint8_t* s = data.p + off[i];
@@ -292,6 +295,7 @@ class BatchReader {
         // The child's length is only known after reading its node, so bound offsets later.
         std::vector<int64_t> off = read_offsets(offsets, n, f.type == Type::LargeList, INT64_MAX, path, "child");
         std::vector<json> child = column(f.children[0], path + "." + f.children[0].name, n ? off[n] : 0);
+        out.resize(n);
         for (size_t i = 0; i < n; ++i) {
           if (!valid(i)) continue;
           json arr = json::array();
@@ -301,6 +305,7 @@ class BatchReader {
         break;
       }
       case Type::Struct: {
+        out.resize(n);
         for (size_t i = 0; i < n; ++i)
           if (valid(i)) out[i] = json::object();
         for (const Field& c : f.children) {
@@ -348,6 +353,7 @@ class BatchReader {
   template <class T, class Valid>
   void fixed(std::vector<json>& out, size_t n, const Valid& valid, const std::string& path) {
     Buf data = need_bytes(next_buffer(path), n * sizeof(T), path, "values");
+    out.resize(n);
     for (size_t i = 0; i < n; ++i)
       if (valid(i)) out[i] = load<T>(data.p + i * sizeof(T));
   }
@@ -432,7 +438,10 @@ Table read_stream(const std::string& bytes, const std::string& name) {
         return v;
       };
       BatchReader batch(name, data + body_off, static_cast<size_t>(body_len), body_off, read_pairs(1), read_pairs(2));
-      if (length < 0 || length > (int64_t{1} << 40)) fb.bad(header.pos, "record batch length " + std::to_string(length));
+      // Any column but null needs at least a bit per row, so a file of N bytes holds at most 8N rows
+      // (plus some slack for all-null tables, whose rows take no space).
+      if (length < 0 || static_cast<uint64_t>(length) + table.rows.size() > 8 * size + (size_t{1} << 20))
+        fb.bad(header.pos, "record batch declares " + std::to_string(length) + " rows, more than the file can hold");
       std::vector<std::vector<json>> cols;
       for (const Field& f : table.schema.fields) {
         cols.push_back(batch.column(f, f.name, length));
@@ -455,11 +464,13 @@ Table read_stream(const std::string& bytes, const std::string& name) {
 }
 
 Table read_stream_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw std::runtime_error(path + ": cannot open");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return read_stream(ss.str(), path);
+  std::string bytes(static_cast<size_t>(f.tellg()), '\0');
+  f.seekg(0);
+  f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!f) throw std::runtime_error(path + ": read error");
+  return read_stream(bytes, path);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -174,6 +174,23 @@ json infer_feature(const std::vector<const json*>& vals, const std::string& colu
   return obj;
 }
 
+// Features of rows (columns in first-seen order; a column missing from a row counts as null).
+json infer_features(const std::vector<json>& rows) {
+  json features = json::object();
+  for (const json& r : rows)
+    for (auto it = r.begin(); it != r.end(); ++it)
+      if (!features.contains(it.key())) features[it.key()] = nullptr;
+  for (auto it = features.begin(); it != features.end(); ++it) {
+    std::vector<const json*> vals;
+    for (const json& r : rows) {
+      auto v = r.find(it.key());
+      if (v != r.end()) vals.push_back(&*v);
+    }
+    it.value() = infer_feature(vals, it.key());
+  }
+  return features;
+}
+
 // Gives every row the same columns (first-seen order; missing ones null) and infers features.
 Dataset rows_to_dataset(std::vector<json> rows) {
   std::vector<std::string> cols;
@@ -196,12 +213,7 @@ Dataset rows_to_dataset(std::vector<json> rows) {
     for (const auto& c : cols) out[c] = r.contains(c) ? std::move(r[c]) : json(nullptr);
     ds.rows.push_back(std::move(out));
   }
-  ds.features = json::object();
-  for (size_t c = 0; c < cols.size(); ++c) {
-    std::vector<const json*> vals;
-    for (const json& r : ds.rows) vals.push_back(&r[cols[c]]);
-    ds.features[cols[c]] = infer_feature(vals, cols[c]);
-  }
+  ds.features = infer_features(ds.rows);
   return ds;
 }
 
@@ -224,7 +236,9 @@ Dataset load_json(const fs::path& p) {
                                  " is " + whole[i].type_name());
       rows.push_back(std::move(whole[i]));
     }
-  } else if (parsed && !whole.is_object()) {
+  } else if (parsed && whole.is_object()) {  // a single object: one row, as JSON lines would read it
+    rows.push_back(std::move(whole));
+  } else if (parsed) {
     throw std::runtime_error(p.string() + ": expected a list of objects or one object per line, found a " +
                              std::string(whole.type_name()));
   } else {  // JSON lines: one object per non-empty line
@@ -295,7 +309,7 @@ std::string fingerprint(const std::string& data) {
 
 void write_split(const Dataset& ds, const fs::path& dir) {
   fs::create_directories(dir);
-  json features = ds.features.is_object() ? ds.features : rows_to_dataset(ds.rows).features;
+  json features = ds.features.is_object() ? ds.features : infer_features(ds.rows);
   arrow::Schema schema;
   for (auto it = features.begin(); it != features.end(); ++it) schema.fields.push_back(field_of_feature(it.key(), it.value()));
   schema.metadata.emplace_back("huggingface", py_json_dumps(json{{"info", {{"features", features}}}}));

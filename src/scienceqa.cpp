@@ -134,6 +134,8 @@ DatasetDict prepare_scienceqa(const std::string& dataset_path, std::vector<Scien
                                "nor a save_to_disk copy of derek-thomas/ScienceQA");
     DatasetDict in = load_dataset(dataset_path);
     for (const auto& [name, key] : splits) {
+      if (!in.splits.count(name))
+        throw std::runtime_error(dataset_path + ": no '" + name + "' split (a ScienceQA copy has train, validation and test)");
       const Dataset& src = in.split(name);
       Dataset ds;
       ds.features = scienceqa_features();

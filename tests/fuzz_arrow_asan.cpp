@@ -1,6 +1,7 @@
 // The Arrow reader's mutation fuzz loop (tests/arrow_fuzz.h) built with AddressSanitizer and
 // UndefinedBehaviorSanitizer, on src/arrow.cpp alone (no torch). Registered with CTest as
-// ArrowFuzzAsan. Usage: fuzz_arrow_asan SECONDS [seed .arrow files...]
+// ArrowFuzzAsan. Usage: [MOR_FUZZ_SEED=N] fuzz_arrow_asan SECONDS [seed .arrow files...]
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -41,7 +42,8 @@ int main(int argc, char** argv) {
                                      {"st", {{"bytes", json::binary({9})}, {"path", "p"}}}});
   seeds.push_back(mor::arrow::write_stream(s, rows));
   try {
-    auto st = mor::test::fuzz_arrow(seeds, seconds);
+    const char* rng_seed = std::getenv("MOR_FUZZ_SEED");
+    auto st = mor::test::fuzz_arrow(seeds, seconds, rng_seed ? std::strtoull(rng_seed, nullptr, 10) : 12345);
     std::cout << "fuzz_arrow_asan: " << st.rounds << " rounds over " << seeds.size() << " seeds, " << st.parsed
               << " parsed, " << st.rejected << " rejected, no crash\n";
     return st.rejected > 0 ? 0 : 1;

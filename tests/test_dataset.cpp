@@ -121,6 +121,8 @@ TEST(Dataset, BadInputsNameTheProblem) {
   write_file(dir + "/nums.json", "[1, 2]");
   EXPECT_NE(error_of([&] { load_dataset(dir + "/nums.json"); }).find("nums.json: expected a list of objects, but element 0 is number"),
             std::string::npos);
+  write_file(dir + "/obj.json", "{\n  \"a\": [1, 2]\n}\n");  // one (pretty-printed) object: one row
+  EXPECT_EQ(load_dataset(dir + "/obj.json").split("train").rows.at(0).dump(), R"({"a":[1,2]})");
   write_file(dir + "/str.json", "\"text\"");
   EXPECT_NE(error_of([&] { load_dataset(dir + "/str.json"); }).find("str.json: expected a list of objects"), std::string::npos);
   write_file(dir + "/lines.jsonl", "{\"a\": 1}\n[2]\n");

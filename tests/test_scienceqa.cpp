@@ -117,6 +117,14 @@ TEST(ScienceQA, HfCopyGivesTheSameBytes) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("train: kept 3 of 4 problems"), std::string::npos) << r.out;
   expect_fixture_output(dir + "/out");
+  // A copy without its validation split is refused by name.
+  DatasetDict dd = load_dataset(hf);
+  dd.split_names = {"train", "test"};
+  save_to_disk(dd, dir + "/two.hf");
+  r = run_mor("prepare-scienceqa --dataset " + dir + "/two.hf --save-path " + dir + "/out2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "mor prepare-scienceqa: error: " + dir + "/two.hf: no 'validation' split (a ScienceQA copy has train, validation and test)\n");
+  EXPECT_FALSE(fs::exists(dir + "/out2"));
 }
 
 TEST(ScienceQA, BadProblemsFailWithoutOutput) {
