@@ -1,10 +1,175 @@
-// Mixture-of-LoRA-experts linear layer (see moe_lora.h). Base-only path for now; the adapter
-// (fused experts, router, balance loss) lands with the MoLA-adapter issue.
+// Mixture-of-LoRA-experts linear layer (see moe_lora.h): the fused forward (one matmul against all
+// experts' A stacked, gates applied per expert block, one matmul against all B stacked), the
+// reference per-expert loop it is tested against, and the router balance loss.
+// Shapes: N tokens, I in, O out, E experts, K top-k, R = sum of ranks.
 #include "moe_lora.h"
 
+#include <cmath>
+#include <map>
+#include <numeric>
 #include <stdexcept>
 
 namespace mor {
+
+int64_t ExpertSpec::total_rank() const { return std::accumulate(ranks.begin(), ranks.end(), int64_t{0}); }
+
+int64_t ExpertSpec::rank_offset(int64_t e) const {
+  return std::accumulate(ranks.begin(), ranks.begin() + e, int64_t{0});
+}
+
+bool ExpertSpec::uniform_rank() const {
+  for (auto r : ranks) if (r != ranks.front()) return false;
+  return true;
+}
+
+bool ExpertSpec::operator==(const ExpertSpec& o) const {
+  return n_expert == o.n_expert && top_k == o.top_k && ranks == o.ranks && lora_alpha == o.lora_alpha &&
+         lora_dropout == o.lora_dropout;
+}
+
+// Routing shared by both paths: p = softmax(float32(logits)) [N, E]; top-k; renormalised weights in
+// x's dtype. Returns (w [N, K], idx [N, K]).
+static std::pair<torch::Tensor, torch::Tensor> route(const torch::Tensor& logits, int64_t k, torch::Dtype dt) {
+  auto p = torch::softmax(logits.to(torch::kFloat32), -1);
+  auto top = torch::topk(p, k, -1);
+  auto w = std::get<0>(top);
+  w = w / w.sum(-1, /*keepdim=*/true);
+  return {w.to(dt), std::get<1>(top)};
+}
+
+torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
+                                 const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
+                                 const torch::Tensor& x_dropped, torch::Tensor* router_logits_out) {
+  const auto dt = x.scalar_type();
+  const int64_t N = x.size(0), E = spec.n_expert, R = lora_A.size(0);
+  torch::Tensor logits, a;  // [N, E], [N, R]
+  if (!x_dropped.defined()) {
+    // No dropout: the router rows join the A matmul, one [N, E+R] product.
+    auto h = torch::mm(x, torch::cat({router, lora_A}, 0).to(dt).t());
+    logits = h.narrow(1, 0, E);
+    a = h.narrow(1, E, R);
+  } else {
+    logits = torch::mm(x, router.to(dt).t());
+    a = torch::mm(x_dropped, lora_A.to(dt).t());
+  }
+  auto [w, idx] = route(logits, spec.top_k, dt);
+  // Dense gates [N, E]: the renormalised weight where selected, zero elsewhere.
+  auto gates = torch::zeros({N, E}, x.options()).scatter(1, idx, w);
+  if (spec.uniform_rank()) {
+    const int64_t r = spec.ranks.front();
+    a = (a.reshape({N, E, r}) * gates.unsqueeze(2)).reshape({N, R});
+  } else {
+    std::vector<int64_t> col_expert;
+    col_expert.reserve(R);
+    for (int64_t e = 0; e < E; ++e) col_expert.insert(col_expert.end(), spec.ranks[e], e);
+    auto ce = torch::tensor(col_expert, torch::TensorOptions().dtype(torch::kInt64)).to(x.device());
+    a = a * gates.index_select(1, ce);
+  }
+  // Scaling lora_alpha / r_e folded into B's columns, on the float32 parameter before the cast.
+  torch::Tensor bs;
+  if (spec.uniform_rank()) {
+    bs = (lora_B * (spec.lora_alpha / double(spec.ranks.front()))).to(dt);
+  } else {
+    std::vector<float> col_scale;
+    col_scale.reserve(R);
+    for (int64_t e = 0; e < E; ++e) col_scale.insert(col_scale.end(), spec.ranks[e], float(spec.lora_alpha / spec.ranks[e]));
+    auto cs = torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(x.device());
+    bs = (lora_B * cs).to(dt);
+  }
+  auto y = torch::addmm(torch::mm(x, weight.t()), a, bs.t());
+  if (router_logits_out) *router_logits_out = logits;
+  return y;
+}
+
+torch::Tensor mola_reference_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                                     const torch::Tensor& router, const std::vector<torch::Tensor>& A,
+                                     const std::vector<torch::Tensor>& B, const ExpertSpec& spec,
+                                     const torch::Tensor& x_dropped, torch::Tensor* router_logits_out) {
+  const auto dt = x.scalar_type();
+  auto y = torch::mm(x, weight.t());
+  auto logits = torch::mm(x, router.to(dt).t());
+  auto [w, idx] = route(logits, spec.top_k, dt);
+  auto xd = x_dropped.defined() ? x_dropped : x;
+  for (int64_t e = 0; e < spec.n_expert; ++e) {
+    auto hit = (idx == e);                       // [N, K]
+    auto rows = hit.any(1).nonzero().squeeze(1);  // tokens that chose expert e
+    if (rows.numel() == 0) continue;
+    auto we = (w * hit.to(dt)).sum(1).index_select(0, rows).unsqueeze(1);  // [n, 1]
+    auto cur = xd.index_select(0, rows);
+    auto out = torch::mm(torch::mm(cur, A[e].to(dt).t()), B[e].to(dt).t()) * (spec.lora_alpha / spec.ranks[e]) * we;
+    y = y.index_add(0, rows, out);
+  }
+  if (router_logits_out) *router_logits_out = logits;
+  return y;
+}
+
+torch::Tensor balance_loss(const std::vector<torch::Tensor>& logits, int64_t top_k) {
+  if (logits.empty()) throw std::runtime_error("balance_loss: no router logits");
+  auto l = torch::cat(logits, 0).to(torch::kFloat32);  // [N, E]
+  const int64_t E = l.size(1);
+  auto p = torch::softmax(l, -1);
+  auto idx = std::get<1>(torch::topk(p.detach(), top_k, -1)).reshape({-1});
+  auto counts = torch::zeros({E}, l.options()).index_add(0, idx, torch::ones({idx.numel()}, l.options()));
+  auto f = counts / counts.sum();
+  auto P = p.mean(0);
+  return (f * P).sum() * double(E);
+}
+
+double balance_loss_reference(const std::vector<torch::Tensor>& logits, int64_t top_k) {
+  std::vector<std::vector<double>> probs;
+  int64_t E = 0;
+  for (const auto& t : logits) {
+    auto c = t.detach().to(torch::kFloat64).cpu().contiguous();
+    E = c.size(1);
+    auto acc = c.accessor<double, 2>();
+    for (int64_t n = 0; n < c.size(0); ++n) {
+      double mx = -INFINITY;
+      for (int64_t e = 0; e < E; ++e) mx = std::max(mx, acc[n][e]);
+      std::vector<double> p(E);
+      double s = 0;
+      for (int64_t e = 0; e < E; ++e) s += (p[e] = std::exp(acc[n][e] - mx));
+      for (auto& v : p) v /= s;
+      probs.push_back(p);
+    }
+  }
+  std::vector<double> counts(E, 0.0), P(E, 0.0);
+  for (const auto& p : probs) {
+    std::vector<int64_t> order(E);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+    for (int64_t j = 0; j < top_k; ++j) counts[order[j]] += 1;
+    for (int64_t e = 0; e < E; ++e) P[e] += p[e] / double(probs.size());
+  }
+  double total = std::accumulate(counts.begin(), counts.end(), 0.0), loss = 0;
+  for (int64_t e = 0; e < E; ++e) loss += counts[e] / total * P[e];
+  return loss * double(E);
+}
+
+torch::Tensor layer_balance_loss(const std::vector<torch::Tensor>& logits, const std::vector<ExpertSpec>& specs) {
+  if (logits.size() != specs.size())
+    throw std::runtime_error("layer_balance_loss: " + std::to_string(logits.size()) + " router logits for " +
+                             std::to_string(specs.size()) + " adapted modules");
+  std::map<std::pair<int64_t, int64_t>, std::vector<torch::Tensor>> groups;
+  for (size_t i = 0; i < logits.size(); ++i) groups[{specs[i].n_expert, specs[i].top_k}].push_back(logits[i]);
+  torch::Tensor total;
+  for (auto& [key, ls] : groups) {
+    auto l = balance_loss(ls, key.second);
+    total = total.defined() ? total + l : l;
+  }
+  return total;
+}
+
+torch::Tensor sparse_dropout(const torch::Tensor& x, double p) {
+  if (p <= 0) return x;
+  // Past p ~ 0.3 the Poisson draw needs more numbers than elements: use the plain per-element mask.
+  if (p >= 0.3) return torch::dropout(x, p, /*train=*/true);
+  const int64_t n = x.numel();
+  const double rate = double(n) * -std::log1p(-p);
+  auto k = torch::poisson(torch::full({1}, rate, torch::TensorOptions().dtype(torch::kFloat64))).item<double>();
+  auto idx = torch::randint(n, {int64_t(k)}, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+  auto mask = torch::full({n}, 1.0 / (1.0 - p), x.options().requires_grad(false)).index_fill_(0, idx, 0.0);
+  return x * mask.view(x.sizes());
+}
 
 MolaLinearImpl::MolaLinearImpl(int64_t in, int64_t out, torch::Dtype dtype, torch::Device device)
     : in_features(in), out_features(out) {
@@ -12,12 +177,42 @@ MolaLinearImpl::MolaLinearImpl(int64_t in, int64_t out, torch::Dtype dtype, torc
                               /*requires_grad=*/false);
 }
 
-void MolaLinearImpl::add_adapter(const ExpertSpec&, torch::Generator*) {
-  throw std::runtime_error("MoLA adapters are not implemented yet");
+void MolaLinearImpl::add_adapter(const ExpertSpec& spec, torch::Generator* gen) {
+  if (has_adapter()) throw std::runtime_error("MolaLinear: adapter already present");
+  if (spec.n_expert < 1 || spec.top_k < 1 || spec.top_k > spec.n_expert || int64_t(spec.ranks.size()) != spec.n_expert)
+    throw std::runtime_error("MolaLinear: invalid expert spec (experts " + std::to_string(spec.n_expert) + ", top_k " +
+                             std::to_string(spec.top_k) + ", " + std::to_string(spec.ranks.size()) + " ranks)");
+  for (auto r : spec.ranks)
+    if (r < 1) throw std::runtime_error("MolaLinear: expert rank must be >= 1");
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(weight.device());
+  const double bound = 1.0 / std::sqrt(double(in_features));  // kaiming_uniform(a=sqrt(5)) on [*, I]
+  auto r = torch::empty({spec.n_expert, in_features}, torch::kFloat32);
+  auto a = torch::empty({spec.total_rank(), in_features}, torch::kFloat32);
+  {
+    torch::NoGradGuard ng;
+    // Drawn on the CPU so a seed gives the same adapter on every device.
+    c10::optional<at::Generator> g;
+    if (gen) g = *gen;
+    r.uniform_(-bound, bound, g);
+    a.uniform_(-bound, bound, g);
+  }
+  spec_ = spec;
+  router = register_parameter("router", r.to(opts));
+  lora_A = register_parameter("lora_A", a.to(opts));
+  lora_B = register_parameter("lora_B", torch::zeros({out_features, spec.total_rank()}, opts));
 }
 
-torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>*) {
-  return torch::matmul(x, weight.t());
+torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* router_logits) {
+  if (!has_adapter()) return torch::matmul(x, weight.t());
+  auto shape = x.sizes().vec();
+  auto x2 = x.reshape({-1, in_features});
+  torch::Tensor xd;
+  if (is_training() && spec_.lora_dropout > 0) xd = sparse_dropout(x2, spec_.lora_dropout);
+  torch::Tensor logits;
+  auto y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
+  if (router_logits) router_logits->push_back(logits);
+  shape.back() = out_features;
+  return y.reshape(shape);
 }
 
 }  // namespace mor

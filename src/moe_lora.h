@@ -17,7 +17,50 @@ struct ExpertSpec {
   std::vector<int64_t> ranks;  // r_e, size E
   double lora_alpha = 16.0;    // scaling of expert e = lora_alpha / r_e
   double lora_dropout = 0.05;
+
+  int64_t total_rank() const;  // R = sum r_e
+  int64_t rank_offset(int64_t e) const;  // first row of expert e in the stacked A
+  bool uniform_rank() const;
+  bool operator==(const ExpertSpec& o) const;
+  bool operator!=(const ExpertSpec& o) const { return !(*this == o); }
 };
+
+// The fused MoLA forward of one module, free of module state so tests and benchmarks can call it.
+//   x [N, I] (compute dtype), weight [O, I] (frozen, compute dtype), router [E, I], lora_A [R, I],
+//   lora_B [O, R] (float32 trainable; cast to x's dtype for the matmuls).
+//   x_dropped: dropout(x) [N, I], or undefined when there is no dropout (eval, p = 0); then the router
+//   rows join the A matmul (one [N, E+R] product).
+// Returns y [N, O] in x's dtype; *router_logits_out (when non-null) gets the router logits [N, E].
+torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
+                                 const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
+                                 const torch::Tensor& x_dropped = {}, torch::Tensor* router_logits_out = nullptr);
+
+// The reference's per-expert loop (MoLA's patched PEFT): softmax(float32) -> topk -> renormalise ->
+// cast to x's dtype, then for each expert the tokens that selected it get B_e(A_e(dropout(x))) *
+// scaling_e * weight. A = per-expert [r_e, I], B = per-expert [O, r_e]. Same conventions as above.
+torch::Tensor mola_reference_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                                     const torch::Tensor& router, const std::vector<torch::Tensor>& A,
+                                     const std::vector<torch::Tensor>& B, const ExpertSpec& spec,
+                                     const torch::Tensor& x_dropped = {}, torch::Tensor* router_logits_out = nullptr);
+
+// Balance loss of one group of router logits sharing E and K (one layer in the reference):
+// logits [N_i, E] concatenated along tokens, p = softmax(float32), f = top-k counts / sum(counts),
+// P = mean_t p, loss = E * sum_e f_e P_e. Float32 scalar, differentiable through P.
+torch::Tensor balance_loss(const std::vector<torch::Tensor>& logits, int64_t top_k);
+// The same computed with plain loops in double (no autograd), for tests.
+double balance_loss_reference(const std::vector<torch::Tensor>& logits, int64_t top_k);
+
+// Balance loss of one layer whose modules may differ in (E, K): modules are grouped by (E, K) and
+// the groups' losses summed (with one group, as in the reference, this is balance_loss itself).
+// logits[i] belongs to a module with specs[i].
+torch::Tensor layer_balance_loss(const std::vector<torch::Tensor>& logits, const std::vector<ExpertSpec>& specs);
+
+// Inverted dropout x * mask / (1 - p) with an exact iid Bernoulli(p) mask drawn by Poissonization:
+// K ~ Poisson(n * -ln(1 - p)) uniform positions (with replacement) are zeroed, so each element is
+// dropped independently with probability 1 - e^{ln(1-p)} = p. For the small p of LoRA dropout this
+// draws ~p*n random numbers instead of n (torch::dropout's per-element draws cost ~18% of the base
+// matmul at 7B width). Uses torch's default generator of x's device (seeded runs stay reproducible).
+torch::Tensor sparse_dropout(const torch::Tensor& x, double p);
 
 // The frozen base projection y = x W^T, optionally carrying a MoLA adapter.
 // Parameter names follow Hugging Face: "weight" (base, frozen, compute dtype).
@@ -28,12 +71,14 @@ class MolaLinearImpl : public torch::nn::Module {
 
   // Adds float32 trainable adapter parameters: router [E, I], lora_A [R, I], lora_B [O, R].
   // R and A uniform in +-1/sqrt(I) (kaiming_uniform a=sqrt(5)), B zero, drawn from `gen` when given.
+  // Throws when an adapter is already present or the spec is invalid.
   void add_adapter(const ExpertSpec& spec, torch::Generator* gen = nullptr);
   bool has_adapter() const { return spec_.n_expert > 0; }
   const ExpertSpec& spec() const { return spec_; }
 
   // x [..., I] -> [..., O]. When an adapter is present and `router_logits` is non-null, pushes this
   // module's router logits [N, E] (graph-attached, x's dtype) for the balance loss.
+  // Dropout (p = lora_dropout) applies to the adapter input in training mode only.
   torch::Tensor forward(const torch::Tensor& x, std::vector<torch::Tensor>* router_logits = nullptr);
 
   int64_t in_features, out_features;
