@@ -2,7 +2,7 @@
 // base, float32 adapters), for one target module (q_proj shape) and a whole decoder layer: base only,
 // plain LoRA r=8, MoLA 2/4/8 experts top-2 fused, and the same MoLA as a per-expert loop (the
 // reference's formulation). Prints milliseconds per iteration and ratios; not pass/fail.
-// Usage: bench_moe_lora [threads=2] [iters=3]
+// Usage: bench_moe_lora [threads=2] [rounds=3] (each figure: the fastest of the rounds, configurations interleaved)
 #include <torch/torch.h>
 
 #include <chrono>
@@ -26,8 +26,9 @@ struct Proj {
   ExpertSpec spec;
   Mode mode = Mode::Base;
 
-  Proj(int64_t in, int64_t out, Mode m, int64_t E, int64_t r) : mode(m) {
-    W = (torch::randn({out, in}) * 0.02).to(torch::kBFloat16);
+  // W: the frozen base weight, shared by every variant (so they all read the same memory).
+  Proj(const torch::Tensor& base, Mode m, int64_t E, int64_t r) : W(base), mode(m) {
+    const int64_t out = W.size(0), in = W.size(1);
     if (m == Mode::Base) return;
     if (m == Mode::Lora) E = 1;
     spec = ExpertSpec{E, m == Mode::Lora ? 1 : std::min<int64_t>(2, E), std::vector<int64_t>(E, r), 16.0, 0.05};
@@ -68,10 +69,8 @@ torch::Tensor rms(const torch::Tensor& x) {
 // cost in every variant).
 struct Layer {
   std::vector<Proj> p;  // q k v o gate up down
-  Layer(Mode m, int64_t E, int64_t r) {
-    const int64_t C = 4096, F = 11008;
-    for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{C, C}, {C, C}, {C, C}, {C, C}, {C, F}, {C, F}, {F, C}})
-      p.emplace_back(in, out, m, E, r);
+  Layer(const std::vector<torch::Tensor>& base, Mode m, int64_t E, int64_t r) {
+    for (const auto& w : base) p.emplace_back(w, m, E, r);
   }
   torch::Tensor operator()(const torch::Tensor& x) const {
     const int64_t B = x.size(0), T = x.size(1), H = 32, D = 128;
@@ -89,12 +88,8 @@ struct Layer {
   }
 };
 
-template <typename F>
-double time_ms(F f, int iters) {
-  f();  // warm-up
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) f();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
@@ -116,28 +111,44 @@ int main(int argc, char** argv) {
                            {"MoLA 2 exp top-2", Mode::Fused, 2}, {"MoLA 4 exp top-2", Mode::Fused, 4},
                            {"MoLA 8 exp top-2", Mode::Fused, 8}, {"loop 2 exp top-2", Mode::Loop, 2},
                            {"loop 4 exp top-2", Mode::Loop, 4},  {"loop 8 exp top-2", Mode::Loop, 8}};
+  // The machine may be shared: configurations run interleaved, round after round, and each reports
+  // its fastest round (the least disturbed), after one warm-up round.
   auto x0 = (torch::randn({1, T, C})).to(torch::kBFloat16);
-  double base_mod = 0, base_layer = 0;
-  std::vector<double> mod_ms, layer_ms;
+  auto gy = torch::randn({1, T, C}).to(torch::kBFloat16);
+  const int64_t F = 11008;
+  std::vector<torch::Tensor> base;
+  for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{C, C}, {C, C}, {C, C}, {C, C}, {C, F}, {C, F}, {F, C}})
+    base.push_back((torch::randn({out, in}) * 0.02).to(torch::kBFloat16));
+  std::vector<Proj> projs;
+  std::vector<Layer> layers;
   for (const auto& c : cfgs) {
-    Proj proj(C, C, c.mode, c.E, 8);
-    auto gy = torch::randn({1, T, C}).to(torch::kBFloat16);
-    double m = time_ms([&] {
-      auto x = x0.clone().requires_grad_(true);
-      proj(x).backward(gy);
-    }, iters);
-    Layer layer(c.mode, c.E, 8);
-    double l = time_ms([&] {
-      auto x = x0.clone().requires_grad_(true);
-      layer(x).backward(gy);
-    }, iters);
-    if (c.mode == Mode::Base) base_mod = m, base_layer = l;
-    mod_ms.push_back(m);
-    layer_ms.push_back(l);
-    std::printf("%-18s module %8.2f ms (x%.3f of base)   layer %8.1f ms (x%.3f of base)\n", c.name.c_str(), m,
-                m / base_mod, l, l / base_layer);
-    std::fflush(stdout);
+    projs.emplace_back(base[0], c.mode, c.E, 8);
+    layers.emplace_back(base, c.mode, c.E, 8);
   }
+  const size_t n = cfgs.size();
+  std::vector<double> mod_ms(n, 1e30), layer_ms(n, 1e30);
+  for (int round = 0; round <= iters; ++round) {
+    for (size_t i = 0; i < n; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      {
+        auto x = x0.clone().requires_grad_(true);
+        projs[i](x).backward(gy);
+      }
+      double m = ms_since(t0);
+      t0 = std::chrono::steady_clock::now();
+      {
+        auto x = x0.clone().requires_grad_(true);
+        layers[i](x).backward(gy);
+      }
+      double l = ms_since(t0);
+      if (round > 0) mod_ms[i] = std::min(mod_ms[i], m), layer_ms[i] = std::min(layer_ms[i], l);
+    }
+    std::fprintf(stderr, "round %d done\n", round);
+  }
+  const double base_mod = mod_ms[0], base_layer = layer_ms[0];
+  for (size_t i = 0; i < n; ++i)
+    std::printf("%-18s module %8.2f ms (x%.3f of base)   layer %8.1f ms (x%.3f of base)\n", cfgs[i].name.c_str(),
+                mod_ms[i], mod_ms[i] / base_mod, layer_ms[i], layer_ms[i] / base_layer);
   for (int i = 0; i < 3; ++i)
     std::printf("fused vs loop, %s: module %.2fx faster, layer %.2fx faster; adapter overhead (time over base) "
                 "module %.2fx smaller, layer %.2fx smaller\n",

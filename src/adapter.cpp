@@ -259,8 +259,15 @@ Allocation load_adapter(LlamaForCausalLM& model, const std::string& dir, const A
   } else {
     for_each_module(model, [&](int64_t, const std::string&, const std::string& path, MolaLinear& m) {
       bool want = alloc.specs.count(path) > 0;
-      if (want != m->has_adapter() || (want && m->spec() != alloc.specs.at(path)))
-        throw std::runtime_error(wpath + ": " + path + ": the model's adapter differs from the saved allocation");
+      if (want != m->has_adapter())
+        throw std::runtime_error(wpath + ": " + path + (want ? ": the model carries no adapter there" : ": the model carries an adapter the file lacks"));
+      if (!want) return;
+      const auto &a = m->spec(), &b = alloc.specs.at(path);  // dropout may differ (a training choice)
+      if (a.n_expert != b.n_expert || a.top_k != b.top_k || a.ranks != b.ranks || a.lora_alpha != b.lora_alpha)
+        throw std::runtime_error(wpath + ": " + path + ": the model's adapter (experts " + std::to_string(a.n_expert) +
+                                 ", top_k " + std::to_string(a.top_k) + ", lora_alpha " + std::to_string(a.lora_alpha) +
+                                 ") differs from the saved one (experts " + std::to_string(b.n_expert) + ", top_k " +
+                                 std::to_string(b.top_k) + ", lora_alpha " + std::to_string(b.lora_alpha) + ")");
     });
   }
   auto expected = adapter_state(model);

@@ -106,6 +106,13 @@ StepPlan plan_steps(int64_t n_train, int64_t mb, int64_t accum) {
   return p;
 }
 
+std::vector<torch::Tensor> param_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& named) {
+  std::vector<torch::Tensor> out;
+  out.reserve(named.size());
+  for (const auto& kv : named) out.push_back(kv.second);
+  return out;
+}
+
 std::string latest_checkpoint(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return "";

@@ -23,7 +23,9 @@ struct TrainOptions {
   double learning_rate = 3e-4;
   int64_t cutoff_len = 256;
   double val_set_size = 2;
-  std::string lora_r = "8", number_experts = "2", top_k = "2";  // per-layer lists, single ints, or JSON files
+  // Per-layer lists, single ints, or JSON files. number_experts "" = the reference's default: 2, 4, 6, 8
+  // experts over the four quarters of the layers.
+  std::string lora_r = "8", number_experts, top_k = "2";
   double lora_alpha = 16, lora_dropout = 0.05;
   std::string lora_target_modules = "q_proj,v_proj,k_proj,o_proj,gate_proj,down_proj,up_proj";
   bool train_on_inputs = true, add_eos_token = true, group_by_length = false, obalance = false;
@@ -79,6 +81,9 @@ void validate_train_options(const TrainOptions& opt);
 // reports it (each batch's loss weighted by its number of examples), dropout off, no gradients.
 double evaluate_loss(LlamaForCausalLM& model, const std::vector<TokenizedExample>& examples, int64_t batch_size,
                      bool obalance);
+
+// The tensors of trainable_params(model) (what the optimizer steps), in order.
+std::vector<torch::Tensor> param_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& named);
 
 // Runs the whole recipe; returns the process exit code (0 done, 130/143 interrupted after a checkpoint).
 int run_training(const TrainOptions& opt);

@@ -204,6 +204,18 @@ TEST(Adapter, MismatchesAreClearErrors) {
     auto x = fresh();
     EXPECT_EQ(error_of([&] { load_adapter(x, dir + "/nope"); }), "adapter folder " + dir + "/nope does not exist");
   }
+  {
+    // Adapters already attached (a trainer resuming) must match the saved ones; dropout may differ.
+    auto x = fresh();
+    attach_adapters(x, Allocation::from_flags(cfg, "q_proj,up_proj", "2", "4", "1", 16, 0.1), 1);
+    EXPECT_NO_THROW(load_adapter(x, dir));
+    EXPECT_TRUE(torch::equal(adapter_state(x)[0].second, st[0].second));
+    auto y = fresh();
+    attach_adapters(y, Allocation::from_flags(cfg, "q_proj,up_proj", "2", "4", "2", 16, 0.05), 1);
+    EXPECT_EQ(error_of([&] { load_adapter(y, dir); }),
+              dir + "/adapter_model.safetensors: model.layers.0.self_attn.q_proj: the model's adapter (experts 2, "
+                    "top_k 2, lora_alpha 16.000000) differs from the saved one (experts 2, top_k 1, lora_alpha 16.000000)");
+  }
   // A per-layer list of the wrong length, as when flags describe a reference adapter.
   EXPECT_EQ(error_of([&] { Allocation::from_flags(cfg, "q_proj", "2,2", "4", "1", 16, 0.05); }),
             "--number_experts: expected one integer or 3 comma-separated integers (one per layer), got 2");
