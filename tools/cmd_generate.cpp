@@ -3,6 +3,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "adapter.h"
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
@@ -60,7 +61,7 @@ int mor::cmd_generate(int argc, char** argv) {
         add_opt(app, "input", input, "alpaca input (context) for --prompt");
         add_opt(app, "prompts_file", prompts_file, "one JSON string per line (or {\"instruction\", \"input\"})");
         add_opt(app, "template", tmpl, "alpaca | none | a template JSON file");
-        add_opt(app, "mola_weights", mola_weights, "MoLA adapter directory (added by the adapter issue)");
+        add_opt(app, "mola_weights", mola_weights, "MoLA adapter folder (ours, with mola_config.json)");
         add_opt(app, "max_new_tokens", max_new_tokens, "tokens to generate per prompt");
         add_opt(app, "temperature", temperature, "0 = greedy");
         add_opt(app, "top_p", top_p, "nucleus sampling (with temperature > 0)");
@@ -90,10 +91,8 @@ int mor::cmd_generate(int argc, char** argv) {
         if (tok.vocab_size() > m->cfg.vocab_size)
           throw std::runtime_error(dir + ": tokenizer has " + std::to_string(tok.vocab_size()) + " pieces but the model only " +
                                    std::to_string(m->cfg.vocab_size));
-        if (!mola_weights.empty()) {
-          // The adapter issue loads MoLA adapters onto `m` here.
-          throw std::runtime_error("--mola_weights is not supported yet");
-        }
+        // The allocation comes from the adapter folder's mola_config.json; here --top_k is sampling's.
+        if (!mola_weights.empty()) load_adapter(m, mola_weights);
         std::cerr << "mor generate: " << dir << ", " << describe_runtime(dev, dt, dtype) << "\n";
         m->eval();
         GenerateOptions o;
