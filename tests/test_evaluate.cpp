@@ -46,3 +46,173 @@ TEST(Extract, NonOverlappingLikeFindall) {
   // Python: re.findall(r'The answer is ([A-Z]).', 'The answer is The answer is A.') == ['T']
   EXPECT_EQ(find_answers("The answer is The answer is A."), Strings{"T"});
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end on real files: stories260K (a real tiny LLaMA) with a MoLA adapter whose B matrices are
+// random (so the adapter changes the outputs), the sample ScienceQA test split.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "adapter.h"
+#include "allocation.h"
+#include "llama.h"
+#include "pyjson.h"
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+namespace {
+
+std::string stories() { return mor::test::testdata_dir() + "/stories260K"; }
+std::string sample_test_json() { return mor::test::testdata_dir() + "/sampled_scienceqa_json/test.json"; }
+
+// An adapter on stories260K (5 layers): experts 2,2,3,4,4, top-k 1,2,2,2,3, rank 4, random B.
+std::string random_adapter() {
+  static std::string dir = [] {
+    std::string d = mor::test::scratch_dir("eval_adapter");
+    auto model = mor::load_llama(stories(), torch::kFloat32, torch::kCPU);
+    auto alloc = mor::Allocation::from_flags(model->cfg, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                                             "2,2,3,4,4", "4", "1,2,2,2,3", 16.0, 0.05);
+    mor::attach_adapters(model, alloc, 7);
+    torch::NoGradGuard ng;
+    auto gen = at::detail::createCPUGenerator(11);
+    for (auto& [name, p] : mor::trainable_params(model))
+      if (name.find("lora_B") != std::string::npos) p.normal_(0.0, 0.05, gen);
+    mor::save_adapter(model, alloc, d, stories());
+    return d;
+  }();
+  return dir;
+}
+
+ordered_json read_json(const std::string& path) { return ordered_json::parse(mor::test::read_file(path)); }
+
+// Drops the "<unk>" pads that follow an early EOS in a batch (there are none one by one).
+std::string strip_trailing_pads(std::string s) {
+  while (s.size() >= 5 && s.compare(s.size() - 5, 5, "<unk>") == 0) s.resize(s.size() - 5);
+  return s;
+}
+
+}  // namespace
+
+TEST(EvalScienceQA, ResultFileSchemaAndArithmetic) {
+  MOR_REQUIRE_TESTDATA();
+  std::string out = mor::test::scratch_dir("eval_schema") + "/res.json";
+  auto r = mor::test::run_mor("eval-scienceqa --test_dataset " + sample_test_json() + " --base_model " + stories() +
+                              " --mola_weights " + random_adapter() + " --save_path " + out +
+                              " --batch_size 8 --limit 24 --max_new_tokens 24 --dtype float32 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = read_json(out);
+  std::vector<std::string> keys;
+  for (auto& [k, v] : j.items()) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{"acc", "correct", "len", "results", "outputs", "by_group"}));
+  ASSERT_EQ(j["len"].get<int64_t>(), 24);
+  ASSERT_EQ(j["results"].size(), 24u);
+  ASSERT_EQ(j["outputs"].size(), 24u);
+  EXPECT_DOUBLE_EQ(j["acc"].get<double>(), 100.0 * j["correct"].get<double>() / 24.0);
+  auto rows = read_json(sample_test_json());
+  int64_t correct = 0;
+  for (size_t i = 0; i < 24; ++i) {
+    auto again = mor::find_answers(j["outputs"][i].get<std::string>());
+    EXPECT_EQ(ordered_json(again), j["results"][i]) << i;
+    correct += mor::pick_answer(again) == rows[i]["answer"].get<std::string>();
+  }
+  EXPECT_EQ(correct, j["correct"].get<int64_t>());
+  // The file is what Python's json.dump(indent=2, separators=(',', ': ')) writes.
+  EXPECT_EQ(mor::test::read_file(out), mor::py_json_dumps(j, 2));
+  EXPECT_TRUE(j["by_group"].contains("subject"));
+  EXPECT_NE(r.out.find("accuracy: "), std::string::npos) << r.out;
+}
+
+TEST(EvalScienceQA, BatchedEqualsOneByOne) {
+  MOR_REQUIRE_TESTDATA();
+  std::string dir = mor::test::scratch_dir("eval_batch");
+  for (int bs : {8, 1}) {
+    auto r = mor::test::run_mor("eval-scienceqa --test_dataset " + sample_test_json() + " --base_model " + stories() +
+                                " --mola_weights " + random_adapter() + " --save_path " + dir + "/b" +
+                                std::to_string(bs) + ".json --batch_size " + std::to_string(bs) +
+                                " --limit 16 --max_new_tokens 48 --dtype float32 --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto a = read_json(dir + "/b8.json"), b = read_json(dir + "/b1.json");
+  EXPECT_EQ(a["results"], b["results"]);
+  ASSERT_EQ(a["outputs"].size(), b["outputs"].size());
+  int ended_early = 0;
+  for (size_t i = 0; i < a["outputs"].size(); ++i) {
+    std::string x = a["outputs"][i], y = b["outputs"][i];
+    EXPECT_EQ(strip_trailing_pads(x), y) << i;
+    ended_early += x != y;
+  }
+  std::cout << ended_early << " of 16 batched outputs carry <unk> pads after an early EOS\n";
+}
+
+TEST(EvalScienceQA, ReferenceBinAdapterGivesSameOutputs) {
+  MOR_REQUIRE_TESTDATA();
+  // tests/golden/mola_tiny holds one adapter twice: ours (safetensors + mola_config.json) and the
+  // reference's (adapter_model.bin from torch.save + adapter_config.json), on a tiny random model.
+  const std::string golden = mor::test::source_dir() + "/tests/golden/mola_tiny";
+  std::string dir = mor::test::scratch_dir("eval_ref");
+  std::string model = dir + "/model";
+  fs::create_directories(model);
+  for (auto f : {"config.json", "model.safetensors"}) fs::copy(golden + "/model/" + f, model + "/" + f);
+  fs::copy(stories() + "/tokenizer.model", model + "/tokenizer.model");
+  // The reference stores no experts or top-k, and our mixture of ranks needs per-module rank lists.
+  auto alloc = read_json(golden + "/adapter/mola_config.json");
+  ordered_json ranks = ordered_json::object();
+  for (auto& [path, m] : alloc["modules"].items()) ranks[path] = m["ranks"];
+  mor::test::write_file(dir + "/ranks.json", ranks.dump());
+  std::string common = "eval-scienceqa --test_dataset " + sample_test_json() + " --base_model " + model +
+                       " --batch_size 4 --limit 8 --max_new_tokens 16 --dtype float32 --quiet";
+  auto ours = mor::test::run_mor(common + " --mola_weights " + golden + "/adapter --save_path " + dir + "/ours.json");
+  ASSERT_EQ(ours.exit_code, 0) << ours.err;
+  auto ref = mor::test::run_mor(common + " --mola_weights " + golden + "/adapter_ref --save_path " + dir +
+                                "/ref.json --number_experts 2,3,4 --top_k 1,2,3 --lora_r " + dir + "/ranks.json");
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  EXPECT_EQ(mor::test::read_file(dir + "/ours.json"), mor::test::read_file(dir + "/ref.json"));
+  // Without the allocation the reference's folder cannot be read, and the error says so.
+  auto bad = mor::test::run_mor(common + " --mola_weights " + golden + "/adapter_ref --save_path " + dir + "/x.json");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("mor eval-scienceqa: error:"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(dir + "/x.json"));
+}
+
+TEST(EvalScienceQA, KilledMidwayThenResumedEqualsUninterrupted) {
+  MOR_REQUIRE_TESTDATA();
+  std::string dir = mor::test::scratch_dir("eval_resume");
+  // 400 rows: the sample test split twice, so a save happens at 200 and another at the end.
+  auto rows = read_json(sample_test_json());
+  ordered_json twice = rows;
+  for (auto& r : rows) twice.push_back(r);
+  mor::test::write_file(dir + "/test.json", twice.dump());
+  std::string args = "eval-scienceqa --test_dataset " + dir + "/test.json --base_model " + stories() +
+                     " --batch_size 8 --max_new_tokens 40 --dtype float32 --threads 1 --quiet --save_path ";
+  auto full = mor::test::run_mor(args + dir + "/full.json");
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+
+  // Start the same run, kill it once the first 200 are saved, then resume.
+  std::string part = dir + "/part.json";
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string cmd = std::string(MOR_BINARY) + " " + args + part + " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  bool saw_partial = false;
+  for (int i = 0; i < 12000 && !saw_partial; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (fs::exists(part)) saw_partial = true;
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(saw_partial) << "the first save never appeared";
+  auto partial = read_json(part);
+  ASSERT_EQ(partial["len"].get<int64_t>(), 200) << "the run finished before it could be killed";
+  auto resumed = mor::test::run_mor(args + part + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_EQ(mor::test::read_file(part), mor::test::read_file(dir + "/full.json"));
+}
