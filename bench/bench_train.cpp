@@ -19,6 +19,7 @@
 #include "adapter.h"
 #include "allocation.h"
 #include "llama.h"
+#include "trainer.h"
 
 using namespace mor;
 using Clock = std::chrono::steady_clock;
