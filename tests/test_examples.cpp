@@ -45,7 +45,7 @@ TEST(Examples, MatchTwinTokenizationAndMasking) {
       ++n_checked;
     }
   }
-  EXPECT_EQ(n_checked, 3 * 8 * 8);
+  EXPECT_EQ(n_checked, 3 * 2 * 2 * 8);  // cutoffs x train_on_inputs x add_eos_token x rows
 }
 
 TEST(Examples, CollateLeftPadsToMultipleOf8) {
