@@ -3,6 +3,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 
 namespace mor::test {
@@ -26,6 +27,9 @@ struct RunResult {
 };
 // Runs `mor <args>` (args already shell-quoted as needed) and captures stdout/stderr.
 RunResult run_mor(const std::string& args);
+
+// The message of the std::exception `f` throws, or "(no error)".
+std::string error_of(const std::function<void()>& f);
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);

@@ -9,6 +9,8 @@
 
 #include "adapter.h"
 #include "helpers.h"
+
+using mor::test::error_of;
 #include "safetensors.h"
 
 using namespace mor;
@@ -42,15 +44,6 @@ void randomize_B(LlamaForCausalLM& m, uint64_t seed) {
   torch::NoGradGuard ng;
   for (auto& [name, t] : trainable_params(m))
     if (name.size() > 7 && name.substr(name.size() - 7) == ".lora_B") t.normal_(0, 0.3);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace

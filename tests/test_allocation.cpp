@@ -8,6 +8,8 @@
 #include "allocation.h"
 #include "helpers.h"
 
+using mor::test::error_of;
+
 using namespace mor;
 
 namespace {
@@ -41,15 +43,6 @@ std::string per_block(const std::vector<int>& vals, int each) {
   for (int v : vals)
     for (int i = 0; i < each; ++i) s += (s.empty() ? "" : ",") + std::to_string(v);
   return s;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include "dataset.h"
 #include "helpers.h"
 
+using mor::test::error_of;
+
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 using namespace mor;
@@ -21,15 +23,6 @@ using mor::test::write_file;
 
 static std::string sample_arrow(const std::string& split) {
   return testdata_dir() + "/sampled_scienceqa_train_all.hf/" + split + "/data-00000-of-00001.arrow";
-}
-
-static std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 static Field field(const std::string& name, Type t, std::vector<Field> children = {}) {

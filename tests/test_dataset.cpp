@@ -5,6 +5,8 @@
 
 #include "dataset.h"
 #include "helpers.h"
+
+using mor::test::error_of;
 #include "pyjson.h"
 
 namespace fs = std::filesystem;
@@ -16,15 +18,6 @@ using mor::test::testdata_dir;
 using mor::test::write_file;
 
 static std::string sample_hf() { return testdata_dir() + "/sampled_scienceqa_train_all.hf"; }
-
-static std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(Dataset, SampleHfEqualsSampleJson) {
   MOR_REQUIRE_TESTDATA();

@@ -5,6 +5,8 @@
 
 #include "dataset.h"
 #include "helpers.h"
+
+using mor::test::error_of;
 #include "pyjson.h"
 #include "scienceqa.h"
 
@@ -19,15 +21,6 @@ using mor::test::write_file;
 
 static std::string fixture() { return mor::test::source_dir() + "/tests/fixtures/scienceqa"; }
 static const char* kSplits[] = {"train", "validation", "test"};
-
-static std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(ScienceQA, RowRulesReproduceTheSampleRows) {
   MOR_REQUIRE_TESTDATA();
