@@ -71,19 +71,19 @@ namespace {
 std::string stories() { return mor::test::testdata_dir() + "/stories260K"; }
 std::string sample_test_json() { return mor::test::testdata_dir() + "/sampled_scienceqa_json/test.json"; }
 
-// An adapter on stories260K (5 layers): experts 2,2,3,4,4, top-k 1,2,2,2,3, rank 4, random B.
-std::string random_adapter() {
+// An adapter trained here with `mor train` on the sample ScienceQA .hf: stories260K (5 layers),
+// experts 2,2,3,4,4, top-k 1,2,2,2,3, rank 4, a few optimizer steps at a high learning rate so the
+// adapter visibly changes what the model generates.
+std::string trained_adapter() {
   static std::string dir = [] {
     std::string d = mor::test::scratch_dir("eval_adapter");
-    auto model = mor::load_llama(stories(), torch::kFloat32, torch::kCPU);
-    auto alloc = mor::Allocation::from_flags(model->cfg, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                                             "2,2,3,4,4", "4", "1,2,2,2,3", 16.0, 0.05);
-    mor::attach_adapters(model, alloc, 7);
-    torch::NoGradGuard ng;
-    auto gen = at::detail::createCPUGenerator(11);
-    for (auto& [name, p] : mor::trainable_params(model))
-      if (name.find("lora_B") != std::string::npos) p.normal_(0.0, 0.05, gen);
-    mor::save_adapter(model, alloc, d, stories());
+    auto r = mor::test::run_mor(
+        "train --base_model " + stories() + " --data_path " + mor::test::testdata_dir() +
+        "/sampled_scienceqa_train_all.hf --output_dir " + d + " --batch_size 8 --micro_batch_size 8 --max_steps 12"
+        " --learning_rate 1e-2 --warmup_steps 2 --cutoff_len 128 --val_set_size 0 --lora_r 4"
+        " --number_experts 2,2,3,4,4 --top_k 1,2,2,2,3 --logging_steps 4 --save_steps 1000 --obalance"
+        " --dtype float32 --threads 2");
+    if (r.exit_code != 0) throw std::runtime_error("mor train failed: " + r.err);
     return d;
   }();
   return dir;
@@ -103,7 +103,7 @@ TEST(EvalScienceQA, ResultFileSchemaAndArithmetic) {
   MOR_REQUIRE_TESTDATA();
   std::string out = mor::test::scratch_dir("eval_schema") + "/res.json";
   auto r = mor::test::run_mor("eval-scienceqa --test_dataset " + sample_test_json() + " --base_model " + stories() +
-                              " --mola_weights " + random_adapter() + " --save_path " + out +
+                              " --mola_weights " + trained_adapter() + " --save_path " + out +
                               " --batch_size 8 --limit 24 --max_new_tokens 24 --dtype float32 --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = read_json(out);
@@ -133,7 +133,7 @@ TEST(EvalScienceQA, BatchedEqualsOneByOne) {
   std::string dir = mor::test::scratch_dir("eval_batch");
   for (int bs : {8, 1}) {
     auto r = mor::test::run_mor("eval-scienceqa --test_dataset " + sample_test_json() + " --base_model " + stories() +
-                                " --mola_weights " + random_adapter() + " --save_path " + dir + "/b" +
+                                " --mola_weights " + trained_adapter() + " --save_path " + dir + "/b" +
                                 std::to_string(bs) + ".json --batch_size " + std::to_string(bs) +
                                 " --limit 16 --max_new_tokens 48 --dtype float32 --quiet");
     ASSERT_EQ(r.exit_code, 0) << r.err;
