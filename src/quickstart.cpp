@@ -157,13 +157,22 @@ void write_quickstart_model(const DatasetDict& data, const std::string& dir, uin
   cfg.torch_dtype = "float32";
   LlamaForCausalLM model = random_llama(cfg, seed, torch::kFloat32, torch::kCPU);
   {
-    // A frozen random base can only be steered by adapters if its token geometry is not washed out:
-    // unit-variance embeddings and an lm_head whose rows can reach confident logits.
+    // A frozen random base can only be steered by adapters if its geometry is not washed out: with
+    // the usual std 0.02 every head attends uniformly and the adapters never learn to pick out the
+    // question's key word (measured: chance accuracy after 850 steps). Unit-variance embeddings,
+    // content-dependent attention (q/k std 0.3, v/o std 0.2) and an lm_head that can reach confident
+    // logits make the task learnable (98% after 568 steps).
     torch::NoGradGuard no_grad;
     auto gen = at::detail::createCPUGenerator(seed + 1);
+    auto ends_with = [](const std::string& s, const std::string& t) {
+      return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+    };
     for (auto& p : model->named_parameters()) {
-      if (p.key() == "model.embed_tokens.weight") p.value().normal_(0.0, 1.0, gen);
-      if (p.key() == "lm_head.weight") p.value().normal_(0.0, 0.25, gen);
+      const std::string& k = p.key();
+      if (k == "model.embed_tokens.weight") p.value().normal_(0.0, 1.0, gen);
+      else if (k == "lm_head.weight") p.value().normal_(0.0, 0.25, gen);
+      else if (ends_with(k, "q_proj.weight") || ends_with(k, "k_proj.weight")) p.value().normal_(0.0, 0.3, gen);
+      else if (ends_with(k, "v_proj.weight") || ends_with(k, "o_proj.weight")) p.value().normal_(0.0, 0.2, gen);
     }
   }
   save_llama(model, dir);

@@ -36,7 +36,7 @@ double read_acc(const std::string& path) {
 
 int mor::cmd_quickstart(int argc, char** argv) {
   std::string out = "./mor_quickstart";
-  int64_t steps_epochs = 4, n_train = 1200, threads = 0;
+  int64_t steps_epochs = 8, n_train = 1200, threads = 0;
   uint64_t seed = 1234;
   return run_command(
       "quickstart", "Make a tiny LLaMA and a synthetic ScienceQA-style dataset, train MoLA adapters, evaluate.",
