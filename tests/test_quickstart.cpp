@@ -13,7 +13,7 @@ using nlohmann::ordered_json;
 
 TEST(Quickstart, TrainsAdaptersThatBeatChance) {
   std::string dir = mor::test::scratch_dir("quickstart");
-  auto r = mor::test::run_mor("quickstart --output_dir " + dir + "/out --threads 2");
+  auto r = mor::test::run_mor("quickstart --output_dir " + dir + "/out --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_NE(r.out.find("quickstart: accuracy before training"), std::string::npos) << r.out;
   for (auto f : {"tiny-llama/config.json", "tiny-llama/model.safetensors", "tiny-llama/tokenizer.model",
