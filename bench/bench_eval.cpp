@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <random>
 
 #include "adapter.h"
 #include "allocation.h"
