@@ -16,6 +16,14 @@ namespace fs = std::filesystem;
 
 namespace mor {
 
+// Build-time paths of the sentencepiece module and training helper (CMake defines them for this file).
+#ifndef MOR_SPM_SHIM
+#define MOR_SPM_SHIM ""
+#endif
+#ifndef MOR_SPM_TRAIN
+#define MOR_SPM_TRAIN ""
+#endif
+
 namespace {
 
 // The C functions of libmor_spm.so, resolved once.
@@ -35,20 +43,24 @@ struct Spm {
   int (*pad_id)(void*);
 };
 
+// Where a file built beside mor is looked for: $ENV, the build-time path, next to the running binary.
+std::vector<std::string> companion_paths(const char* env, const char* built_at, const char* name) {
+  std::vector<std::string> candidates;
+  if (const char* e = std::getenv(env); e && *e) candidates.push_back(e);
+  if (built_at && *built_at) candidates.push_back(built_at);
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    candidates.push_back((fs::path(exe).parent_path() / name).string());
+  }
+  return candidates;
+}
+
 const Spm& spm() {
   static const Spm api = [] {
     std::vector<std::string> tried;
-    std::vector<std::string> candidates;
-    if (const char* e = std::getenv("MOR_SPM_SHIM"); e && *e) candidates.push_back(e);
-#ifdef MOR_SPM_SHIM
-    candidates.push_back(MOR_SPM_SHIM);
-#endif
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-      exe[n] = 0;
-      candidates.push_back((fs::path(exe).parent_path() / "libmor_spm.so").string());
-    }
+    std::vector<std::string> candidates = companion_paths("MOR_SPM_SHIM", MOR_SPM_SHIM, "libmor_spm.so");
     candidates.push_back("libmor_spm.so");
     void* h = nullptr;
     for (const auto& c : candidates) {
@@ -239,17 +251,7 @@ void Tokenizer::train(const std::string& corpus_file, const std::string& out_dir
                            " --pad_id=-1 --character_coverage=1.0 --normalization_rule_name=identity"
                            " --add_dummy_prefix=true --remove_extra_whitespaces=false --num_threads=1"
                            " --input_sentence_size=0 --shuffle_input_sentence=false --minloglevel=2 --hard_vocab_limit=false";
-  std::vector<std::string> candidates;
-  if (const char* e = std::getenv("MOR_SPM_TRAIN"); e && *e) candidates.push_back(e);
-#ifdef MOR_SPM_TRAIN
-  candidates.push_back(MOR_SPM_TRAIN);
-#endif
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n > 0) {
-    exe[n] = 0;
-    candidates.push_back((fs::path(exe).parent_path() / "mor-spm-train").string());
-  }
+  const auto candidates = companion_paths("MOR_SPM_TRAIN", MOR_SPM_TRAIN, "mor-spm-train");
   std::string tool;
   for (const auto& c : candidates)
     if (fs::exists(c)) { tool = c; break; }
