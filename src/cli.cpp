@@ -17,15 +17,17 @@ static bool parse_bool_word(std::string s, bool& out) {
   return false;
 }
 
-CLI::Option* add_bool(CLI::App& app, const std::string& name, bool& var, const std::string& help) {
-  std::string names = "--" + name;
+std::string flag_names(const std::string& name) {
   std::string dashed = name;
-  for (auto& c : dashed) if (c == '_') c = '-';
-  if (dashed != name) names += ",--" + dashed;
+  std::replace(dashed.begin(), dashed.end(), '_', '-');
+  return dashed == name ? "--" + name : "--" + name + ",--" + dashed;
+}
+
+CLI::Option* add_bool(CLI::App& app, const std::string& name, bool& var, const std::string& help) {
   bool* target = &var;
   std::string flag = "--" + name;
   auto* opt = app.add_option_function<std::vector<std::string>>(
-      names,
+      flag_names(name),
       [target, flag](const std::vector<std::string>& vals) {
         if (vals.empty() || vals.back().empty()) { *target = true; return; }
         if (!parse_bool_word(vals.back(), *target))

@@ -10,14 +10,13 @@
 
 namespace mor {
 
-// Registers "--name" and, when it contains '_', "--na-me" for the same variable, with the default shown.
+// CLI11 names for a flag: "--name" and, when it contains '_', also "--na-me".
+std::string flag_names(const std::string& name);
+
+// Registers the flag under both spellings for the same variable, with the default shown.
 template <typename T>
 CLI::Option* add_opt(CLI::App& app, const std::string& name, T& var, const std::string& help) {
-  std::string names = "--" + name;
-  std::string dashed = name;
-  for (auto& c : dashed) if (c == '_') c = '-';
-  if (dashed != name) names += ",--" + dashed;
-  return app.add_option(names, var, help)->capture_default_str();
+  return app.add_option(flag_names(name), var, help)->capture_default_str();
 }
 
 // A boolean flag: `--flag` (true), `--flag True|False|true|false|1|0`.
