@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "files.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;
@@ -34,19 +35,6 @@ void for_each_module(LlamaForCausalLM& model, F f) {
     auto mods = model->layer_modules(il);
     for (size_t m = 0; m < mods.size() && m < names.size(); ++m) f(il, names[m], Allocation::module_path(il, names[m]), mods[m]);
   }
-}
-
-void write_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) throw std::runtime_error("cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error("cannot rename " + tmp + " to " + path + ": " + ec.message());
 }
 
 }  // namespace
@@ -173,8 +161,8 @@ void save_adapter(LlamaForCausalLM& model, const Allocation& alloc, const std::s
   std::vector<std::pair<std::string, torch::Tensor>> cpu;
   for (auto& [k, t] : state) cpu.emplace_back(k, t.to(torch::kCPU).contiguous());
   save_safetensors(dir + "/adapter_model.safetensors", cpu, {{"format", "pt"}});
-  write_atomic(dir + "/adapter_config.json", adapter_config_json(alloc, base_model_name));
-  write_atomic(dir + "/mola_config.json", alloc.to_json().dump(2) + "\n");
+  write_file_atomic(dir + "/adapter_config.json", adapter_config_json(alloc, base_model_name));
+  write_file_atomic(dir + "/mola_config.json", alloc.to_json().dump(2) + "\n");
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> read_adapter_weights(const std::string& path) {

@@ -95,9 +95,9 @@ torch::Dtype parse_dtype(const std::string& name, torch::Device device) {
     if (device.is_cuda()) return torch::kBFloat16;
     return cpu_has_fast_bf16() ? torch::kBFloat16 : torch::kFloat32;
   }
-  if (name == "float32" || name == "fp32") return torch::kFloat32;
+  if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat32;
   if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
-  if (name == "float16" || name == "fp16") {
+  if (name == "float16" || name == "fp16" || name == "half") {
     if (!device.is_cuda()) throw std::runtime_error("--dtype float16 is only supported on CUDA (use bfloat16 or float32 on CPU)");
     return torch::kFloat16;
   }

@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "config.h"
 #include "dataset.h"
+#include "files.h"
 #include "generate.h"
 #include "llama.h"
 #include "pyjson.h"
@@ -104,13 +105,7 @@ std::vector<Row> load_test_rows(const std::string& path) {
 void write_result_file(const std::string& path, const nlohmann::ordered_json& data) {
   fs::path p(path);
   if (p.has_parent_path()) fs::create_directories(p.parent_path());
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << py_json_dumps(data, 2);
-    if (!f) throw std::runtime_error("cannot write " + tmp);
-  }
-  fs::rename(tmp, path);
+  write_file_atomic(path, py_json_dumps(data, 2));
 }
 
 // Log-probability of each candidate continuation after the prompt; one forward pass of all candidates.

@@ -11,6 +11,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "files.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;
@@ -364,16 +365,6 @@ LlamaForCausalLM random_llama(const ModelConfig& cfg, uint64_t seed, torch::Dtyp
   return m;
 }
 
-static void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-  }
-  fs::rename(tmp, path);
-}
-
 void save_llama(LlamaForCausalLM& m, const std::string& dir, c10::optional<torch::Dtype> save_dtype) {
   fs::create_directories(dir);
   const torch::Dtype dt = save_dtype.value_or(m->dtype);
@@ -382,7 +373,7 @@ void save_llama(LlamaForCausalLM& m, const std::string& dir, c10::optional<torch
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (auto& [name, p] : m->base_weights()) tensors.emplace_back(name, p.detach().to(dt));
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  write_text_atomic((fs::path(dir) / "config.json").string(), cfg.to_json().dump(2) + "\n");
+  write_file_atomic((fs::path(dir) / "config.json").string(), cfg.to_json().dump(2) + "\n");
 }
 
 }  // namespace mor

@@ -21,8 +21,10 @@
 
 #include "adapter.h"
 #include "allocation.h"
+#include "cli.h"
 #include "config.h"
 #include "dataset.h"
+#include "files.h"
 #include "grad_checkpoint.h"
 #include "trainer.h"
 
@@ -52,47 +54,6 @@ struct SignalScope {  // SIGINT/SIGTERM set a flag; a second one kills as usual 
     sigaction(SIGTERM, &old_term, nullptr);
   }
 };
-
-bool cpu_has_fast_bf16() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("flags", 0) == 0) return line.find("avx512_bf16") != std::string::npos || line.find("amx_bf16") != std::string::npos;
-  return false;
-}
-
-torch::Device train_device(const std::string& s) {
-  torch::Device d(torch::kCPU);
-  try {
-    d = torch::Device(s);
-  } catch (const std::exception&) {
-    throw std::runtime_error("--device '" + s + "': expected cpu, cuda or cuda:N");
-  }
-  if (d.is_cuda() && !torch::cuda::is_available()) throw std::runtime_error("--device " + s + ": CUDA is not available");
-  return d;
-}
-
-torch::Dtype train_dtype(const std::string& s, const torch::Device& dev) {
-  if (s == "auto") return (dev.is_cuda() || cpu_has_fast_bf16()) ? torch::kBFloat16 : torch::kFloat32;
-  if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
-  if (s == "fp32" || s == "float32" || s == "float") return torch::kFloat32;
-  if (s == "fp16" || s == "float16" || s == "half") {
-    if (!dev.is_cuda()) throw std::runtime_error("--dtype float16 needs a CUDA device (use bfloat16 or float32 on CPU)");
-    return torch::kFloat16;
-  }
-  throw std::runtime_error("--dtype '" + s + "': expected auto, bfloat16, float32 or float16");
-}
-
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    if (!f) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, path);
-}
 
 json read_json(const fs::path& p) {
   std::ifstream f(p);
@@ -181,8 +142,8 @@ Prepared prepare(const TrainOptions& in) {
   if (o.lora_dropout < 0 || o.lora_dropout >= 1) throw std::runtime_error("--lora_dropout must be in [0, 1)");
   if (fs::exists(o.output_dir) && !fs::is_directory(o.output_dir))
     throw std::runtime_error("--output_dir " + o.output_dir + " exists and is not a folder");
-  p.device = train_device(o.device);
-  p.dtype = train_dtype(o.dtype, p.device);
+  p.device = parse_device(o.device);
+  p.dtype = parse_dtype(o.dtype, p.device);
   p.resume = resolve_resume(o);
 
   // Model config and allocation (no weights yet).
@@ -276,10 +237,10 @@ json args_json(const TrainOptions& o) {
 }
 
 void write_logs(const fs::path& out, const TrainerState& st, const Prepared& p) {
-  write_text_atomic(out / "trainer_state.json", state_json(st, p).dump(2) + "\n");
+  write_file_atomic((out / "trainer_state.json").string(), state_json(st, p).dump(2) + "\n");
   std::string lines;
   for (const auto& e : st.log_history) lines += e.dump() + "\n";
-  write_text_atomic(out / "metrics.jsonl", lines);
+  write_file_atomic((out / "metrics.jsonl").string(), lines);
 }
 
 std::string fmt_duration(double s) {
@@ -403,7 +364,7 @@ int run_training(const TrainOptions& opt_in) {
     json sched{{"last_epoch", step}, {"base_lrs", {o.learning_rate}},
                {"last_lr", {o.learning_rate * lr_factor(step, o.warmup_steps, p.total_steps)}},
                {"warmup_steps", o.warmup_steps}, {"total_steps", p.total_steps}};
-    write_text_atomic(tmp / "scheduler.json", sched.dump(2) + "\n");
+    write_file_atomic((tmp / "scheduler.json").string(), sched.dump(2) + "\n");
     // RNG: dropout draws are reseeded from (seed, step) before every optimizer step, so the step
     // counter is the whole RNG state; the generator state is kept too for inspection.
     torch::save(at::detail::getDefaultCPUGenerator().get_state(), (tmp / "rng_state.pt").string());
@@ -412,8 +373,8 @@ int run_training(const TrainOptions& opt_in) {
             {"seed", o.seed}, {"micro_batch_size", o.micro_batch_size}, {"accum", plan.accum},
             {"n_train", (int64_t)p.train.size()}, {"group_by_length", o.group_by_length},
             {"loss_scale", loss_scale}, {"good_steps", good_steps}, {"rng", "torch.manual_seed(seed, step) per step"}};
-    write_text_atomic(tmp / "data_state.json", ds.dump(2) + "\n");
-    write_text_atomic(tmp / "trainer_state.json", state_json(st, p).dump(2) + "\n");
+    write_file_atomic((tmp / "data_state.json").string(), ds.dump(2) + "\n");
+    write_file_atomic((tmp / "trainer_state.json").string(), state_json(st, p).dump(2) + "\n");
     std::ofstream(tmp / "training_args.json") << args_json(o).dump(2) << "\n";
     fs::remove_all(final_dir);
     fs::rename(tmp, final_dir);

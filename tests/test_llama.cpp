@@ -2,9 +2,12 @@
 // GQA, rope_theta 500000, untied head, a left-padded batch of unequal prompts, float32 logits within
 // 1e-4 relative; fast RMSNorm/RoPE against their references; KV-cache chunks against one pass;
 // save/load and sharded round trips; load errors naming the tensor.
+// Loading peaks at the model in the compute dtype plus one tensor.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "helpers.h"
 #include "llama.h"
@@ -321,4 +324,53 @@ TEST(Llama, BaseWeightsExcludeAdapterParameters) {
   const std::string dir = test::scratch_dir("save_with_adapter_params");
   save_llama(m, dir);
   EXPECT_FALSE(SafeTensorsFile::open(dir + "/model.safetensors")->contains("model.layers.0.self_attn.q_proj.router.weight"));
+}
+
+// kB value of a "VmRSS:"/"VmHWM:" line of /proc/self/status, -1 when absent.
+static long proc_status_kb(const std::string& key) {
+  std::istringstream in(test::read_file("/proc/self/status"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0) return std::stol(line.substr(key.size()));
+  return -1;
+}
+
+// The memory rule: loading float32 files into bfloat16 peaks at about the bfloat16 model plus one
+// tensor, because each tensor's mapped pages are dropped once it is converted. Without that release the
+// peak would be the bfloat16 model plus the whole float32 file (~3x the bound's model part).
+TEST(Llama, LoadPeakIsModelInComputeDtypePlusOneTensor) {
+  ModelConfig c;
+  c.hidden_size = 512;
+  c.intermediate_size = 1408;
+  c.n_layer = 4;
+  c.n_head = 8;
+  c.n_head_kv = 8;
+  c.vocab_size = 8192;
+  const std::string dir = test::scratch_dir("load_peak");
+  int64_t n_params = 0, largest = 0;
+  {
+    auto m = random_llama(c, 5, torch::kFloat32, torch::kCPU);
+    save_llama(m, dir);
+    for (auto& [name, p] : m->base_weights()) {
+      n_params += p.numel();
+      largest = std::max<int64_t>(largest, p.numel());
+    }
+  }
+  const double mb = 1024.0 * 1024.0;
+  const double model_bf16 = n_params * 2 / mb, largest_f32 = largest * 4 / mb;
+  {
+    std::ofstream reset("/proc/self/clear_refs");
+    reset << "5";  // resets VmHWM to the current RSS (Linux >= 4.0)
+    reset.close();
+    if (!reset) GTEST_SKIP() << "cannot reset the peak RSS through /proc/self/clear_refs";
+  }
+  const long before_kb = proc_status_kb("VmRSS:");
+  ASSERT_GT(before_kb, 0);
+  ASSERT_LE(proc_status_kb("VmHWM:") - before_kb, 1024) << "peak not reset";
+  auto m = load_llama(dir, torch::kBFloat16, torch::kCPU);
+  const double peak = (proc_status_kb("VmHWM:") - before_kb) / 1024.0;
+  std::cout << "load float32 file (" << n_params * 4 / mb << " MB) as bfloat16: peak RSS +" << peak
+            << " MB; bfloat16 model " << model_bf16 << " MB, largest float32 tensor " << largest_f32 << " MB\n";
+  EXPECT_GT(peak, 0.9 * model_bf16);                // the measurement sees the model itself
+  EXPECT_LT(peak, model_bf16 + largest_f32 + 8.0);  // + one tensor, + a little allocator slack
+  EXPECT_EQ(m->base_weights().size(), 2u + 9u * c.n_layer + 1u);
 }

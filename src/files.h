@@ -1,0 +1,12 @@
+// Writing a file so that readers never see a partial one: the bytes go to `<path>.tmp`, then one rename
+// replaces the target. Every JSON/text file mor writes goes through here; tensors and datasets have
+// their own writers (safetensors.cpp, dataset.cpp) built on the same rule.
+#pragma once
+#include <string>
+
+namespace mor {
+
+// Throws std::runtime_error naming the file when the write or the rename fails.
+void write_file_atomic(const std::string& path, const std::string& data);
+
+}  // namespace mor
