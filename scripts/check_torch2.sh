@@ -61,7 +61,9 @@ else
   in_root "if [ ! -e /usr/local/lib/libcudnn.so.9 ]; then
       nm -D --undefined-only /usr/lib/x86_64-linux-gnu/libtorch_cuda.so | awk '/ cudnn/ {print \$2}' | sed 's/@.*//' | sort -u |
         awk '{print \"void \" \$1 \"(void) { __builtin_trap(); }\"}' > /tmp/cudnn_stub.c
-      gcc -shared -fPIC -Wl,-soname,libcudnn.so.9 -o /usr/local/lib/libcudnn.so.9 /tmp/cudnn_stub.c && ldconfig
+      echo 'libcudnn.so.9 { global: *; };' > /tmp/cudnn_stub.map  # libtorch_cuda asks for symbol@libcudnn.so.9
+      gcc -shared -fPIC -Wl,-soname,libcudnn.so.9 -Wl,--version-script=/tmp/cudnn_stub.map \
+        -o /usr/local/lib/libcudnn.so.9 /tmp/cudnn_stub.c && ldconfig
     fi"
   BUILD=/mor/build-torch2-cuda
 fi
@@ -69,6 +71,5 @@ fi
 in_root "cd /mor/src && cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release 2>&1 | grep -E 'Torch|CUDA|cuDNN|Error|error' || true
   make -C $BUILD -j\$(nproc) 2>&1 | grep -E 'error|Error|Built target mor\$' || true
   test -x $BUILD/mor
-  echo \"LibTorch \$(grep -h 'define TORCH_VERSION ' /usr/include/torch/csrc/api/include/torch/version.h)\"
-  $BUILD/mor generate --help | head -1
+  $BUILD/mor --version
   cd $BUILD && ctest --output-on-failure -j2"

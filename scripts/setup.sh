@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Sets up mor on Debian 12: installs the dependencies (Debian packages only), builds in Release, then
 # runs the main job on the embedded default (`build/mor quickstart`) unless --no-run is given.
-#   bash scripts/setup.sh [--no-run] [--no-install]
-# BLAS: Debian's LibTorch uses OpenBLAS for float32 matmuls (oneDNN for bfloat16). Measured on the 2-core
-# AMD EPYC build machine with `bench_llama --kernels` (figures in README): libopenblas0-openmp shares
-# LibTorch's OpenMP pool and needs no environment; libopenblas0-pthread is only competitive with
-# OMP_WAIT_POLICY=PASSIVE exported before every run (spinning threads otherwise fight the pool), and was
-# not reliably faster, so the OpenMP build is selected.
+#   bash scripts/setup.sh [--no-run] [--no-install] [--pick-blas]
+# BLAS: Debian's LibTorch uses OpenBLAS for float32 matmuls (oneDNN for bfloat16). Measured on the idle
+# 2-core AMD EPYC machine with bench/blas_choice.sh (figures in README): libopenblas0-openmp, which shares
+# LibTorch's OpenMP pool, is as fast as libopenblas0-pthread or faster on every kernel and on a whole MoLA
+# decoder layer, and needs no OMP_WAIT_POLICY, so it is selected; --pick-blas re-measures on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUN=1
 INSTALL=1
+PICK_BLAS=0
 for a in "$@"; do
   case "$a" in
     --no-run) RUN=0 ;;
     --no-install) INSTALL=0 ;;
+    --pick-blas) PICK_BLAS=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -30,9 +31,11 @@ if [ "$INSTALL" = 1 ]; then
     cmake g++ make ccache pkg-config \
     libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
     libopenblas0-openmp python3-torch python3-sentencepiece
-  # Select the OpenMP build of OpenBLAS (it shares LibTorch's thread pool on few cores).
+  # Select the OpenMP build of OpenBLAS for all three names LibTorch loads (libblas.so.3, liblapack.so.3,
+  # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
+  # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
   arch_triplet="$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"
-  for lib in libblas.so.3 liblapack.so.3; do
+  for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
     alt="/usr/lib/$arch_triplet/openblas-openmp/$lib"
     if [ -e "$alt" ]; then $SUDO update-alternatives --set "$lib-$arch_triplet" "$alt" || true; fi
   done
@@ -48,6 +51,9 @@ fi
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 make -C build -j"$(nproc)"
+
+# --pick-blas: measure the OpenBLAS builds on this machine (about 5 minutes) and keep the fastest.
+if [ "$PICK_BLAS" = 1 ]; then $SUDO bash bench/blas_choice.sh build --pick; fi
 
 if [ "$RUN" = 1 ]; then
   build/mor quickstart

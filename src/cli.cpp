@@ -8,6 +8,13 @@
 #include <stdexcept>
 #include <thread>
 
+#include <torch/version.h>
+
+// mor uses APIs that LibTorch has had since 1.13 (Debian 12) and still has in 2.x; older releases lack some.
+#if TORCH_VERSION_MAJOR < 1 || (TORCH_VERSION_MAJOR == 1 && TORCH_VERSION_MINOR < 13)
+#error "mor needs LibTorch 1.13 or newer"
+#endif
+
 namespace mor {
 
 static bool parse_bool_word(std::string s, bool& out) {
@@ -125,6 +132,19 @@ std::string describe_runtime(torch::Device device, torch::Dtype dtype, const std
     why = device.is_cuda() ? " (auto: CUDA)" : cpu_has_fast_bf16() ? " (auto: CPU has AVX512-BF16)" : " (auto: no fast bf16 on this CPU)";
   return "device " + device.str() + ", dtype " + dtype_name(dtype) + why + ", " + std::to_string(torch::get_num_threads()) +
          " threads";
+}
+
+std::string build_info() {
+  std::string s = "mor, built against LibTorch " TORCH_VERSION;
+#ifdef MOR_TORCH_CUDA
+  const auto n = torch::cuda::device_count();
+  s += " with CUDA (" + (n > 0 ? std::to_string(n) + " GPU(s) visible" : std::string("no GPU visible")) + ")";
+#else
+  s += " (CPU only)";
+#endif
+  s += std::string("; CPU ") + (cpu_has_fast_bf16() ? "has" : "lacks") + " AVX512-BF16 (--dtype auto: " +
+       (cpu_has_fast_bf16() ? "bfloat16" : "float32") + " on CPU)";
+  return s;
 }
 
 }  // namespace mor

@@ -1,6 +1,8 @@
 // The `mor` dispatcher and the shared flag plumbing: dashed spellings, True/False booleans, errors.
 #include <gtest/gtest.h>
 
+#include <torch/version.h>
+
 #include "cli.h"
 #include "helpers.h"
 
@@ -17,6 +19,20 @@ TEST(Cli, UnknownCommandFails) {
   auto r = run_mor("frobnicate");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos) << r.err;
+}
+
+// The version line names the LibTorch the binary was built against (the headers' TORCH_VERSION) and
+// whether it is a CUDA build, so users can tell which build they run.
+TEST(Cli, VersionNamesLibTorchAndCuda) {
+  auto r = run_mor("--version");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("LibTorch " TORCH_VERSION), std::string::npos) << r.out;
+  const bool cuda_build = r.out.find(" with CUDA (") != std::string::npos;
+  EXPECT_NE(cuda_build, r.out.find("(CPU only)") != std::string::npos) << r.out;
+  if (!cuda_build) {
+    EXPECT_FALSE(torch::cuda::is_available());
+  }
+  EXPECT_NE(r.out.find(mor::cpu_has_fast_bf16() ? "has AVX512-BF16" : "lacks AVX512-BF16"), std::string::npos) << r.out;
 }
 
 static int parse(CLI::App& app, std::vector<std::string> args) {

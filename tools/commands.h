@@ -1,5 +1,6 @@
 // The subcommands of `mor`, one thin main each (tools/cmd_*.cpp); argv[0] is the subcommand name.
 #pragma once
+#include <string>
 
 namespace mor {
 int cmd_generate(int argc, char** argv);          // tools/cmd_generate.cpp
@@ -9,4 +10,5 @@ int cmd_score(int argc, char** argv);             // tools/cmd_score.cpp
 int cmd_train(int argc, char** argv);             // tools/cmd_train.cpp
 int cmd_eval_scienceqa(int argc, char** argv);    // tools/cmd_eval_scienceqa.cpp
 int cmd_quickstart(int argc, char** argv);        // tools/cmd_quickstart.cpp
+std::string build_info();  // `mor --version`: LibTorch version, CUDA, CPU bf16 (src/cli.cpp)
 }  // namespace mor

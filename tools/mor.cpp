@@ -22,7 +22,7 @@ const Command kCommands[] = {
 };
 
 void usage(std::ostream& os) {
-  os << "usage: mor <command> [flags]   (mor <command> --help for its flags)\n\ncommands:\n";
+  os << "usage: mor <command> [flags]   (mor <command> --help for its flags; mor --version)\n\ncommands:\n";
   for (const auto& c : kCommands) os << "  " << c.name << std::string(20 - std::strlen(c.name), ' ') << c.help << "\n";
 }
 }  // namespace
@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   if (argc < 2) { usage(std::cerr); return 2; }
   std::string cmd = argv[1];
   if (cmd == "--help" || cmd == "-h" || cmd == "help") { usage(std::cout); return 0; }
+  if (cmd == "--version" || cmd == "version") { std::cout << mor::build_info() << "\n"; return 0; }
   for (const auto& c : kCommands)
     if (cmd == c.name) return c.fn(argc - 1, argv + 1);
   std::cerr << "mor: error: unknown command '" << cmd << "'\n";
