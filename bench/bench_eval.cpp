@@ -28,13 +28,7 @@ int main(int argc, char** argv) {
   }
   set_threads(threads);
   torch::NoGradGuard ng;
-  ModelConfig cfg;
-  cfg.hidden_size = 1024;
-  cfg.intermediate_size = 2816;
-  cfg.n_layer = 8;
-  cfg.n_head = 16;
-  cfg.n_head_kv = 4;
-  cfg.vocab_size = 32000;
+  ModelConfig cfg = ModelConfig::llama(1024, 2816, 8, 16, 4, 32000);
   const torch::Dtype dt = parse_dtype("auto", torch::kCPU);
   std::cout << "threads " << torch::get_num_threads() << ", dtype " << torch::toString(dt) << ", " << n_examples
             << " examples of " << prompt_len << "±16 prompt tokens, " << new_tokens << " new tokens each\n";

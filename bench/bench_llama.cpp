@@ -59,13 +59,7 @@ int main(int argc, char** argv) {
   const double bw = memory_bandwidth();
   std::cout << "memory read bandwidth: " << bw << " GB/s\n";
 
-  ModelConfig cfg;
-  cfg.hidden_size = 1024;
-  cfg.intermediate_size = 2816;
-  cfg.n_layer = 8;
-  cfg.n_head = 16;
-  cfg.n_head_kv = 4;
-  cfg.vocab_size = 32000;
+  ModelConfig cfg = ModelConfig::llama(1024, 2816, 8, 16, 4, 32000);
   const int64_t C = cfg.hidden_size, F = cfg.intermediate_size, L = cfg.n_layer;
   const int64_t kv = cfg.n_head_kv * cfg.head_dim();
   const double layer_params = C * C * 2.0 + C * kv * 2.0 + 3.0 * C * F;  // q,o + k,v + mlp

@@ -46,24 +46,12 @@ static double measure_bf16_peak() {
 }
 
 static ModelConfig small_cfg() {
-  ModelConfig c;
-  c.hidden_size = 2048;
-  c.intermediate_size = 5632;
-  c.n_layer = 6;
-  c.n_head = 32;
-  c.n_head_kv = 4;
-  c.vocab_size = 32000;
+  ModelConfig c = ModelConfig::llama(2048, 5632, 6, 32, 4, 32000);
   c.max_position_embeddings = 2048;
   return c;
 }
 static ModelConfig llama7b_cfg() {
-  ModelConfig c;
-  c.hidden_size = 4096;
-  c.intermediate_size = 11008;
-  c.n_layer = 32;
-  c.n_head = 32;
-  c.n_head_kv = 32;
-  c.vocab_size = 32000;
+  ModelConfig c = ModelConfig::llama(4096, 11008, 32, 32, 32, 32000);
   c.max_position_embeddings = 4096;
   return c;
 }

@@ -32,6 +32,18 @@ double get_num(const nlohmann::json& j, const char* key, const std::string& sour
 
 }  // namespace
 
+ModelConfig ModelConfig::llama(int64_t hidden, int64_t intermediate, int64_t n_layer, int64_t n_head,
+                               int64_t n_head_kv, int64_t vocab) {
+  ModelConfig c;
+  c.hidden_size = hidden;
+  c.intermediate_size = intermediate;
+  c.n_layer = n_layer;
+  c.n_head = n_head;
+  c.n_head_kv = n_head_kv;
+  c.vocab_size = vocab;
+  return c;
+}
+
 ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw std::runtime_error(source + ": not a JSON object");
   ModelConfig c;

@@ -31,6 +31,10 @@ struct ModelConfig {
 
   int64_t head_dim() const { return hidden_size / n_head; }
 
+  // A Llama config of the given shape, everything else at its default (random models in tests, benches, quickstart).
+  static ModelConfig llama(int64_t hidden, int64_t intermediate, int64_t n_layer, int64_t n_head, int64_t n_head_kv,
+                           int64_t vocab);
+
   // Throws std::runtime_error naming `source` (a file path) and the offending key.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
   static ModelConfig from_file(const std::string& config_json_path);

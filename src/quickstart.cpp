@@ -145,13 +145,7 @@ int64_t train_quickstart_tokenizer(const DatasetDict& data, const std::string& d
 
 void write_quickstart_model(const DatasetDict& data, const std::string& dir, uint64_t seed) {
   int64_t vocab = train_quickstart_tokenizer(data, dir);
-  ModelConfig cfg;
-  cfg.hidden_size = 64;
-  cfg.intermediate_size = 172;
-  cfg.n_layer = 4;
-  cfg.n_head = 4;
-  cfg.n_head_kv = 2;
-  cfg.vocab_size = vocab;
+  ModelConfig cfg = ModelConfig::llama(64, 172, 4, 4, 2, vocab);
   cfg.max_position_embeddings = 512;
   cfg.rms_norm_eps = 1e-5;
   cfg.torch_dtype = "float32";

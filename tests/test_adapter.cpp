@@ -19,14 +19,7 @@ namespace fs = std::filesystem;
 namespace {
 
 ModelConfig tiny_cfg() {
-  ModelConfig c;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.n_layer = 3;
-  c.n_head = 4;
-  c.n_head_kv = 2;
-  c.vocab_size = 64;
-  return c;
+  return ModelConfig::llama(32, 48, 3, 4, 2, 64);
 }
 
 std::string golden() { return test::source_dir() + "/tests/golden/mola_tiny"; }

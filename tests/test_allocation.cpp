@@ -15,25 +15,11 @@ using namespace mor;
 namespace {
 
 ModelConfig llama7b() {
-  ModelConfig c;
-  c.hidden_size = 4096;
-  c.intermediate_size = 11008;
-  c.n_layer = 32;
-  c.n_head = 32;
-  c.n_head_kv = 32;
-  c.vocab_size = 32000;
-  return c;
+  return ModelConfig::llama(4096, 11008, 32, 32, 32, 32000);
 }
 
 ModelConfig tiny(int64_t layers = 4) {
-  ModelConfig c;
-  c.hidden_size = 16;
-  c.intermediate_size = 40;
-  c.n_layer = layers;
-  c.n_head = 4;
-  c.n_head_kv = 2;
-  c.vocab_size = 50;
-  return c;
+  return ModelConfig::llama(16, 40, layers, 4, 2, 50);
 }
 
 const char* kAll = "q_proj,v_proj,k_proj,o_proj,gate_proj,down_proj,up_proj";

@@ -33,14 +33,7 @@ TEST(Generate, Stories260KGreedy200MatchesLlama2c) {
 }
 
 static ModelConfig tiny_cfg() {
-  ModelConfig c;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_head_kv = 2;
-  c.vocab_size = 40;
-  return c;
+  return ModelConfig::llama(32, 48, 2, 4, 2, 40);
 }
 
 TEST(Generate, KvCacheEqualsRecomputeForLeftPaddedBatch) {

@@ -12,13 +12,7 @@
 using namespace mor;
 
 TEST(GradCheckpoint, SameLogitsLossAndGradients) {
-  ModelConfig cfg;
-  cfg.hidden_size = 32;
-  cfg.intermediate_size = 48;
-  cfg.n_layer = 3;
-  cfg.n_head = 4;
-  cfg.n_head_kv = 2;
-  cfg.vocab_size = 64;
+  ModelConfig cfg = ModelConfig::llama(32, 48, 3, 4, 2, 64);
   auto model = random_llama(cfg, 3, torch::kFloat32, torch::kCPU);
   auto alloc = Allocation::from_flags(cfg, "q_proj,v_proj,k_proj,o_proj,gate_proj,down_proj,up_proj", "2,3,4", "4,2,3",
                                       "1,2,2", 16, 0.1);

@@ -94,13 +94,7 @@ TEST(Llama, RmsNormAndRopeMatchReferences) {
 }
 
 static ModelConfig tiny_cfg(bool tied) {
-  ModelConfig c;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_head_kv = 2;
-  c.vocab_size = 50;
+  ModelConfig c = ModelConfig::llama(32, 48, 2, 4, 2, 50);
   c.rope_theta = 10000;
   c.rms_norm_eps = 1e-5;
   c.tie_word_embeddings = tied;
@@ -339,13 +333,7 @@ static long proc_status_kb(const std::string& key) {
 // tensor, because each tensor's mapped pages are dropped once it is converted. Without that release the
 // peak would be the bfloat16 model plus the whole float32 file (~3x the bound's model part).
 TEST(Llama, LoadPeakIsModelInComputeDtypePlusOneTensor) {
-  ModelConfig c;
-  c.hidden_size = 512;
-  c.intermediate_size = 1408;
-  c.n_layer = 4;
-  c.n_head = 8;
-  c.n_head_kv = 8;
-  c.vocab_size = 8192;
+  ModelConfig c = ModelConfig::llama(512, 1408, 4, 8, 8, 8192);
   const std::string dir = test::scratch_dir("load_peak");
   int64_t n_params = 0, largest = 0;
   {
