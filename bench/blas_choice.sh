@@ -5,19 +5,27 @@
 # MoLA-like step) and `bench_moe_lora` (a whole 7B-wide decoder layer, forward+backward, MoLA 8 experts).
 #   bash bench/blas_choice.sh [BUILD_DIR] [--pick]     (root: switches the libblas/liblapack/libopenblas
 # alternatives while it measures; --pick leaves the fastest selected, otherwise the one found is restored)
+#   bash bench/blas_choice.sh --select openmp|pthread  (only selects that build; scripts/setup.sh uses it)
 set -euo pipefail
 BUILD=build
 PICK=0
-for a in "$@"; do
-  case "$a" in --pick) PICK=1 ;; *) BUILD="$a" ;; esac
+SELECT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --pick) PICK=1 ;;
+    --select) SELECT="$2"; shift ;;
+    *) BUILD="$1" ;;
+  esac
+  shift
 done
 triplet="$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"
 libdir="/usr/lib/$triplet"
 select_blas() {  # openmp | pthread: all three alternatives, so LibTorch never mixes two builds
   for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
-    [ -e "$libdir/openblas-$1/$lib" ] && update-alternatives --quiet --set "$lib-$triplet" "$libdir/openblas-$1/$lib"
+    if [ -e "$libdir/openblas-$1/$lib" ]; then update-alternatives --quiet --set "$lib-$triplet" "$libdir/openblas-$1/$lib"; fi
   done
 }
+if [ -n "$SELECT" ]; then select_blas "$SELECT"; exit 0; fi
 current="$(readlink -f "$libdir/libblas.so.3" | grep -o 'openblas-[a-z]*' | sed 's/openblas-//' || true)"
 for v in openmp pthread; do
   [ -e "$libdir/openblas-$v/libblas.so.3" ] || apt-get install -y --no-install-recommends "libopenblas0-$v" >/dev/null

@@ -34,11 +34,7 @@ if [ "$INSTALL" = 1 ]; then
   # Select the OpenMP build of OpenBLAS for all three names LibTorch loads (libblas.so.3, liblapack.so.3,
   # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
   # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
-  arch_triplet="$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"
-  for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
-    alt="/usr/lib/$arch_triplet/openblas-openmp/$lib"
-    if [ -e "$alt" ]; then $SUDO update-alternatives --set "$lib-$arch_triplet" "$alt" || true; fi
-  done
+  $SUDO bash bench/blas_choice.sh --select openmp || true
 fi
 
 # The cross-check of our .arrow files with an independent reader (npm's apache-arrow); without it

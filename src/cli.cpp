@@ -142,8 +142,9 @@ std::string build_info() {
 #else
   s += " (CPU only)";
 #endif
-  s += std::string("; CPU ") + (cpu_has_fast_bf16() ? "has" : "lacks") + " AVX512-BF16 (--dtype auto: " +
-       (cpu_has_fast_bf16() ? "bfloat16" : "float32") + " on CPU)";
+  const bool bf16 = cpu_has_fast_bf16();
+  s += std::string("; CPU ") + (bf16 ? "has" : "lacks") + " AVX512-BF16 (--dtype auto: " + (bf16 ? "bfloat16" : "float32") +
+       " on CPU)";
   return s;
 }
 

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "arrow.h"
+#include "files.h"
 #include "pyjson.h"
 
 namespace fs = std::filesystem;
@@ -49,13 +50,6 @@ json parse_json_file(const fs::path& p) {
   } catch (const json::exception& e) {
     throw std::runtime_error(p.string() + ": invalid JSON: " + e.what());
   }
-}
-
-void spit(const fs::path& p, const std::string& data) {
-  std::ofstream f(p, std::ios::binary);
-  f << data;
-  f.close();
-  if (!f) throw std::runtime_error(p.string() + ": cannot write");
 }
 
 // --- features -------------------------------------------------------------------------------
@@ -314,9 +308,9 @@ void write_split(const Dataset& ds, const fs::path& dir) {
   for (auto it = features.begin(); it != features.end(); ++it) schema.fields.push_back(field_of_feature(it.key(), it.value()));
   schema.metadata.emplace_back("huggingface", py_json_dumps(json{{"info", {{"features", features}}}}));
   std::string data = arrow::write_stream(schema, ds.rows);
-  spit(dir / "data-00000-of-00001.arrow", data);
+  write_file((dir / "data-00000-of-00001.arrow").string(), data);
   json info = {{"citation", ""}, {"description", ""}, {"features", features}, {"homepage", ""}, {"license", ""}};
-  spit(dir / "dataset_info.json", py_json_dumps(info, 2));
+  write_file((dir / "dataset_info.json").string(), py_json_dumps(info, 2));
   json state = {{"_data_files", json::array({{{"filename", "data-00000-of-00001.arrow"}}})},
                 {"_fingerprint", fingerprint(data)},
                 {"_format_columns", nullptr},
@@ -324,7 +318,7 @@ void write_split(const Dataset& ds, const fs::path& dir) {
                 {"_format_type", nullptr},
                 {"_output_all_columns", false},
                 {"_split", nullptr}};
-  spit(dir / "state.json", py_json_dumps(state, 2));
+  write_file((dir / "state.json").string(), py_json_dumps(state, 2));
 }
 
 }  // namespace
@@ -374,7 +368,7 @@ void save_to_disk(const DatasetDict& dd, const std::string& path) {
   try {
     fs::create_directories(tmp);
     for (const auto& name : dd.split_names) write_split(dd.split(name), tmp / name);
-    spit(tmp / "dataset_dict.json", py_json_dumps(json{{"splits", dd.split_names}}));
+    write_file((tmp / "dataset_dict.json").string(), py_json_dumps(json{{"splits", dd.split_names}}));
     fs::remove_all(target);
     fs::rename(tmp, target);
   } catch (...) {

@@ -9,14 +9,16 @@ namespace fs = std::filesystem;
 
 namespace mor {
 
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << data;
+  f.close();
+  if (!f) throw std::runtime_error(path + ": cannot write");
+}
+
 void write_file_atomic(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << data;
-    f.flush();
-    if (!f) throw std::runtime_error("cannot write " + tmp);
-  }
+  write_file(tmp, data);
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) {

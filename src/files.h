@@ -6,6 +6,10 @@
 
 namespace mor {
 
+// Writes `data` to `path` as it is (for files inside a folder that is itself staged under a temporary
+// name and renamed when complete). Throws std::runtime_error naming the file when the write fails.
+void write_file(const std::string& path, const std::string& data);
+
 // Throws std::runtime_error naming the file when the write or the rename fails.
 void write_file_atomic(const std::string& path, const std::string& data);
 

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "llama.h"
+#include "scienceqa.h"
 #include "tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -88,18 +89,6 @@ Row make_row(const Topic& t, size_t answer_idx, const std::string& item, const s
   return r;
 }
 
-nlohmann::ordered_json quickstart_features() {
-  auto str = nlohmann::ordered_json{{"dtype", "string"}, {"_type", "Value"}};
-  nlohmann::ordered_json f;
-  f["image"] = {{"dtype", "null"}, {"_type", "Value"}};
-  f["question"] = str;
-  f["choices"] = {{"feature", str}, {"_type", "Sequence"}};
-  for (const char* c : {"answer", "hint", "task", "grade", "subject", "topic", "category", "skill", "lecture",
-                        "solution", "input", "instruction", "output"})
-    f[c] = str;
-  return f;
-}
-
 }  // namespace
 
 DatasetDict make_synthetic_scienceqa(uint64_t seed, int64_t n_train, int64_t n_validation, int64_t n_test) {
@@ -115,7 +104,7 @@ DatasetDict make_synthetic_scienceqa(uint64_t seed, int64_t n_train, int64_t n_v
   for (auto [name, n] : {std::pair<std::string, int64_t>{"train", n_train}, {"validation", n_validation},
                          {"test", n_test}}) {
     Dataset ds;
-    ds.features = quickstart_features();
+    ds.features = scienceqa_features();
     for (int64_t i = 0; i < n; ++i) ds.rows.push_back(sample());
     dd.split_names.push_back(name);
     dd.splits[name] = std::move(ds);

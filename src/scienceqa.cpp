@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "files.h"
 #include "pyjson.h"
 
 namespace fs = std::filesystem;
@@ -169,10 +170,7 @@ void write_scienceqa(const DatasetDict& dd, const std::string& save_path) {
       json rows = json::array();
       for (const Row& r : dd.split(name).rows) rows.push_back(r);
       std::string file = "scienceq_" + name + ".json";
-      std::ofstream f(tmp / file, std::ios::binary);
-      f << py_json_dumps(rows);  // json.dump(rows, f): no trailing newline
-      f.close();
-      if (!f) throw std::runtime_error((tmp / file).string() + ": cannot write");
+      write_file((tmp / file).string(), py_json_dumps(rows));  // json.dump(rows, f): no trailing newline
       entries.push_back(file);
     }
     if (!fs::exists(target)) {

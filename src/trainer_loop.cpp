@@ -343,7 +343,7 @@ int run_training(const TrainOptions& opt_in) {
     std::cout << "mor train: resuming from " << p.resume.path << " at step " << st.global_step << "\n";
   }
   fs::create_directories(out);
-  std::ofstream(out / "training_args.json") << args_json(o).dump(2) << "\n";
+  write_file_atomic((out / "training_args.json").string(), args_json(o).dump(2) + "\n");
 
   const bool tty = isatty(fileno(stderr));
   SignalScope signals;
@@ -364,7 +364,7 @@ int run_training(const TrainOptions& opt_in) {
     json sched{{"last_epoch", step}, {"base_lrs", {o.learning_rate}},
                {"last_lr", {o.learning_rate * lr_factor(step, o.warmup_steps, p.total_steps)}},
                {"warmup_steps", o.warmup_steps}, {"total_steps", p.total_steps}};
-    write_file_atomic((tmp / "scheduler.json").string(), sched.dump(2) + "\n");
+    write_file((tmp / "scheduler.json").string(), sched.dump(2) + "\n");
     // RNG: dropout draws are reseeded from (seed, step) before every optimizer step, so the step
     // counter is the whole RNG state; the generator state is kept too for inspection.
     torch::save(at::detail::getDefaultCPUGenerator().get_state(), (tmp / "rng_state.pt").string());
@@ -373,9 +373,9 @@ int run_training(const TrainOptions& opt_in) {
             {"seed", o.seed}, {"micro_batch_size", o.micro_batch_size}, {"accum", plan.accum},
             {"n_train", (int64_t)p.train.size()}, {"group_by_length", o.group_by_length},
             {"loss_scale", loss_scale}, {"good_steps", good_steps}, {"rng", "torch.manual_seed(seed, step) per step"}};
-    write_file_atomic((tmp / "data_state.json").string(), ds.dump(2) + "\n");
-    write_file_atomic((tmp / "trainer_state.json").string(), state_json(st, p).dump(2) + "\n");
-    std::ofstream(tmp / "training_args.json") << args_json(o).dump(2) << "\n";
+    write_file((tmp / "data_state.json").string(), ds.dump(2) + "\n");
+    write_file((tmp / "trainer_state.json").string(), state_json(st, p).dump(2) + "\n");
+    write_file((tmp / "training_args.json").string(), args_json(o).dump(2) + "\n");
     fs::remove_all(final_dir);
     fs::rename(tmp, final_dir);
     // Rotation: keep the newest save_total_limit checkpoints (by step).

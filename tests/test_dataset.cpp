@@ -5,13 +5,12 @@
 
 #include "dataset.h"
 #include "helpers.h"
-
-using mor::test::error_of;
 #include "pyjson.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 using namespace mor;
+using mor::test::error_of;
 using mor::test::read_file;
 using mor::test::scratch_dir;
 using mor::test::testdata_dir;

@@ -5,14 +5,13 @@
 
 #include "dataset.h"
 #include "helpers.h"
-
-using mor::test::error_of;
 #include "pyjson.h"
 #include "scienceqa.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 using namespace mor;
+using mor::test::error_of;
 using mor::test::read_file;
 using mor::test::run_mor;
 using mor::test::scratch_dir;
