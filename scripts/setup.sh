@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up mor on Debian 12: installs the dependencies (Debian packages only), builds in Release, then
-# runs the main job on the embedded default (`build/mor quickstart`) unless --no-run is given.
+# Sets up mor on Debian 12: installs the dependencies (Debian packages only), builds `mor` alone in Release
+# (tests and benchmarks are built by scripts/test.sh and `make -C build bench`), then runs the main job on the
+# embedded default (`build/mor quickstart`, progress shown) unless --no-run is given.
 #   bash scripts/setup.sh [--no-run] [--no-install] [--pick-blas]
 # BLAS: Debian's LibTorch uses OpenBLAS for float32 matmuls (oneDNN for bfloat16). Measured on the idle
 # 2-core AMD EPYC machine with bench/blas_choice.sh (figures in README): libopenblas0-openmp, which shares
@@ -46,11 +47,16 @@ fi
 
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
-make -C build -j"$(nproc)"
+# The newcomer's first result first: `mor` (+ its sentencepiece module and trainer) only.
+make -C build -j"$(nproc)" mor
 
 # --pick-blas: measure the OpenBLAS builds on this machine (about 5 minutes) and keep the fastest.
-if [ "$PICK_BLAS" = 1 ]; then $SUDO bash bench/blas_choice.sh build --pick; fi
+if [ "$PICK_BLAS" = 1 ]; then
+  make -C build -j"$(nproc)" bench_llama bench_moe_lora
+  $SUDO bash bench/blas_choice.sh build --pick
+fi
 
 if [ "$RUN" = 1 ]; then
   build/mor quickstart
+  echo "setup.sh: done. Next: bash scripts/test.sh (builds and runs the tests), make -C build bench (benchmarks)"
 fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test (GoogleTest under CTest) of the Release build made by scripts/setup.sh.
+# Builds and runs every test (GoogleTest under CTest) of the Release build made by scripts/setup.sh:
+# the one test executable build/mor_tests (every tests/test_*.cpp) and the sanitizer fuzz builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d build ]; then

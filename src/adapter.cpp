@@ -37,6 +37,17 @@ void for_each_module(LlamaForCausalLM& model, F f) {
   }
 }
 
+// An adapter weight must be a floating tensor (F32/F16/BF16/F64: an integer tensor copied in would
+// silently become other numbers) and finite (NaN weights would evaluate silently to garbage).
+void check_adapter_tensor(const std::string& file, const std::string& key, const torch::Tensor& t) {
+  const auto st = t.scalar_type();
+  if (st != torch::kFloat32 && st != torch::kFloat16 && st != torch::kBFloat16 && st != torch::kFloat64)
+    throw std::runtime_error(file + ": key '" + key + "' has dtype " + std::string(c10::toString(st)) +
+                             " (adapter weights must be float32, float16, bfloat16 or float64)");
+  if (t.numel() > 0 && !torch::isfinite(t).all().item<bool>())
+    throw std::runtime_error(file + ": key '" + key + "' holds NaN or infinite values");
+}
+
 }  // namespace
 
 void attach_adapters(LlamaForCausalLM& model, const Allocation& alloc, uint64_t seed) {
@@ -243,7 +254,11 @@ Allocation load_adapter(LlamaForCausalLM& model, const std::string& dir, const A
   bool any = false;
   for_each_module(model, [&](int64_t, const std::string&, const std::string&, MolaLinear& m) { any = any || m->has_adapter(); });
   if (!any) {
-    attach_adapters(model, alloc, 0);
+    try {
+      attach_adapters(model, alloc, 0);
+    } catch (const std::runtime_error& e) {  // the allocation came from the folder: name where
+      throw std::runtime_error((fs::exists(mola_cfg) ? mola_cfg : dir) + ": does not fit the model: " + e.what());
+    }
   } else {
     for_each_module(model, [&](int64_t, const std::string&, const std::string& path, MolaLinear& m) {
       bool want = alloc.specs.count(path) > 0;
@@ -266,6 +281,7 @@ Allocation load_adapter(LlamaForCausalLM& model, const std::string& dir, const A
     if (it->second.sizes() != t.sizes())
       throw std::runtime_error(wpath + ": key '" + k + "' has shape " + shape_str(it->second.sizes()) + ", expected " +
                                shape_str(t.sizes()));
+    check_adapter_tensor(wpath, k, it->second);
     seen.insert(k);
   }
   for (auto& [k, t] : byname)

@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -12,6 +13,8 @@
 #include <stdexcept>
 
 namespace mor {
+
+static void check_spec_bounds(const ExpertSpec& s, const std::string& where);
 
 namespace {
 
@@ -226,6 +229,7 @@ Allocation Allocation::from_flags(const ModelConfig& cfg, const std::string& tar
       }
       for (auto x : s.ranks)
         if (x < 1) throw std::runtime_error("--lora_r: " + path + ": rank " + std::to_string(x) + ", must be >= 1");
+      check_spec_bounds(s, "--number_experts/--lora_r: " + path);
       a.specs[path] = s;
       a.shapes[path] = module_shape(cfg, name);
     }
@@ -303,6 +307,17 @@ nlohmann::ordered_json Allocation::to_json() const {
   return j;
 }
 
+// Bounds far above any sensible adapter, far below an allocation that would fail or overflow the counts.
+static void check_spec_bounds(const ExpertSpec& s, const std::string& where) {
+  if (s.n_expert > 4096) throw std::runtime_error(where + ": " + std::to_string(s.n_expert) + " experts (at most 4096)");
+  int64_t total = 0;
+  for (auto r : s.ranks) {
+    if (r < 1 || r > (int64_t(1) << 16)) throw std::runtime_error(where + ": rank " + std::to_string(r) + " out of range (1 to 65536)");
+    total += r;
+  }
+  if (total > (int64_t(1) << 20)) throw std::runtime_error(where + ": total rank " + std::to_string(total) + " over all experts is too large");
+}
+
 Allocation Allocation::from_json(const nlohmann::json& j, const std::string& source) {
   Allocation a;
   try {
@@ -311,6 +326,9 @@ Allocation Allocation::from_json(const nlohmann::json& j, const std::string& sou
     a.target_modules = j.at("target_modules").get<std::vector<std::string>>();
     a.lora_alpha = j.at("lora_alpha").get<double>();
     a.lora_dropout = j.at("lora_dropout").get<double>();
+    if (a.n_layer < 1 || a.n_layer > 4096) throw std::runtime_error("num_hidden_layers " + std::to_string(a.n_layer) + " out of range");
+    if (!(a.lora_alpha > 0) || !std::isfinite(a.lora_alpha)) throw std::runtime_error("lora_alpha must be a positive number");
+    if (!(a.lora_dropout >= 0 && a.lora_dropout < 1)) throw std::runtime_error("lora_dropout must be in [0, 1)");
     for (auto it = j.at("modules").begin(); it != j.at("modules").end(); ++it) {
       const auto& m = it.value();
       ExpertSpec s;
@@ -321,8 +339,12 @@ Allocation Allocation::from_json(const nlohmann::json& j, const std::string& sou
       s.lora_dropout = a.lora_dropout;
       if (s.n_expert < 1 || s.top_k < 1 || s.top_k > s.n_expert || int64_t(s.ranks.size()) != s.n_expert)
         throw std::runtime_error("module '" + it.key() + "': inconsistent experts/top_k/ranks");
+      check_spec_bounds(s, "module '" + it.key() + "'");
       a.specs[it.key()] = s;
       a.shapes[it.key()] = {m.at("in_features").get<int64_t>(), m.at("out_features").get<int64_t>()};
+      for (int64_t f : {a.shapes[it.key()].first, a.shapes[it.key()].second})
+        if (f < 1 || f > (int64_t(1) << 20))
+          throw std::runtime_error("module '" + it.key() + "': in/out_features " + std::to_string(f) + " out of range");
     }
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(source + ": " + e.what());
@@ -387,6 +409,7 @@ std::string with_commas(int64_t v) {
 }
 
 int64_t base_parameters(const ModelConfig& cfg) {
+  checked_base_parameters(cfg, "config.json");  // throws rather than wrap
   int64_t per_layer = 2 * cfg.hidden_size;  // two RMSNorms
   for (const auto& m : Allocation::known_modules()) {
     auto [in, out] = Allocation::module_shape(cfg, m);

@@ -4,10 +4,17 @@
 #include <cpuid.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <exception>
 #include <iostream>
+#include <new>
 #include <stdexcept>
 #include <thread>
 
+#include <nlohmann/json.hpp>
 #include <torch/version.h>
 
 // mor uses APIs that LibTorch has had since 1.13 (Debian 12) and still has in 2.x; older releases lack some.
@@ -45,22 +52,103 @@ CLI::Option* add_bool(CLI::App& app, const std::string& name, bool& var, const s
   return opt;
 }
 
+CLI::Validator integer_check(bool is_signed, int bits, const std::string& name) {
+  const bool non_negative = name == "threads";
+  return CLI::Validator(
+      [=](std::string& v) -> std::string {
+        const char* s = v.c_str();
+        while (std::isspace(static_cast<unsigned char>(*s))) ++s;
+        if (*s == '\0') return "expected an integer, got '" + v + "'";
+        char* end = nullptr;
+        errno = 0;
+        bool range_ok = true;
+        if (is_signed) {
+          const long long x = std::strtoll(s, &end, 10);
+          const long long hi = bits >= 64 ? LLONG_MAX : (1LL << (bits - 1)) - 1, lo = -hi - 1;
+          range_ok = errno != ERANGE && x >= lo && x <= hi;
+          if (range_ok && non_negative && x < 0) return "must be >= 0 (0 = all cores), got " + v;
+          if (!range_ok) return "'" + v + "' is out of range (" + std::to_string(lo) + " to " + std::to_string(hi) + ")";
+        } else {
+          if (*s == '-') return "must be >= 0, got " + v;
+          const unsigned long long x = std::strtoull(s, &end, 10);
+          const unsigned long long hi = bits >= 64 ? ULLONG_MAX : (1ULL << bits) - 1;
+          range_ok = errno != ERANGE && x <= hi;
+          if (!range_ok) return "'" + v + "' is out of range (0 to " + std::to_string(hi) + ")";
+        }
+        if (end == s || *end != '\0') return "expected an integer, got '" + v + "'";
+        return "";
+      },
+      "", "integer in range");
+}
+
+CLI::Validator finite_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        if (end == v.c_str() || *end != '\0') return "expected a number, got '" + v + "'";
+        if (!std::isfinite(x)) return "must be a finite number, got " + v;
+        return "";
+      },
+      "", "finite number");
+}
+
+std::string current_error_line() {
+  std::string msg;
+  try {
+    throw;
+  } catch (const c10::Error& e) {
+    msg = e.what_without_backtrace();
+  } catch (const nlohmann::json::exception& e) {
+    msg = std::string("bad JSON: ") + e.what();
+  } catch (const std::bad_alloc&) {
+    msg = "out of memory (a size in the input may be too large for this machine)";
+  } catch (const std::exception& e) {
+    msg = e.what();
+  } catch (...) {
+    msg = "unknown error";
+  }
+  // One line: c10 messages carry "Exception raised from ..." context and newlines.
+  if (auto p = msg.find("Exception raised from"); p != std::string::npos) msg.erase(p);
+  std::string out;
+  bool space = false;
+  for (char c : msg) {
+    if (c == '\n' || c == '\r' || c == '\t') { space = !out.empty(); continue; }
+    if (space) { out += ' '; space = false; }
+    out += c;
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
+  return out.empty() ? "unknown error" : out;
+}
+
+namespace {
+std::string g_command;  // for the terminate handler: an exception nothing caught (a worker thread, a destructor)
+[[noreturn]] void terminate_one_line() {
+  std::string msg = "uncaught exception";
+  if (std::current_exception()) msg = current_error_line();
+  std::cerr << "mor " << g_command << ": error: " << msg << std::endl;
+  std::_Exit(1);
+}
+}  // namespace
+
 int run_command(const std::string& cmd, const std::string& description, int argc, char** argv,
                 const std::function<void(CLI::App&)>& define, const std::function<int()>& body) {
+  g_command = cmd;
+  std::set_terminate(terminate_one_line);
   CLI::App app{description, "mor " + cmd};
   define(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
+  } catch (const CLI::Success& e) {  // --help
     return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::cerr << "mor " << cmd << ": error: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "mor " << cmd << ": error: " << current_error_line() << "\n";
     return 2;
   }
   try {
     return body();
-  } catch (const std::exception& e) {
-    std::cerr << "mor " << cmd << ": error: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "mor " << cmd << ": error: " << current_error_line() << std::endl;
     return 1;
   }
 }

@@ -109,6 +109,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
 }
 
 void ModelConfig::validate(const std::string& source) const {
+  check_config_sizes(*this, source);
   auto pos = [&](int64_t v, const char* k) {
     if (v <= 0) throw std::runtime_error(source + ": \"" + k + "\" must be positive, got " + std::to_string(v));
   };
@@ -133,6 +134,79 @@ void ModelConfig::validate(const std::string& source) const {
                       {pad_token_id, "pad_token_id"}})
     if (v < 0 || v >= vocab_size)
       throw std::runtime_error(source + ": \"" + k + "\" " + std::to_string(v) + " is outside the vocabulary");
+}
+
+// ---- size bounds (issue 15): far above any released model, far below what would overflow ----
+
+namespace {
+struct SizeBound {
+  const char* key;
+  int64_t ModelConfig::*field;
+  int64_t max;
+};
+// Largest released figures for scale: hidden 16384-25600, intermediate 53248-73728, 126 layers,
+// 128 heads, vocab 256000, context 10^6-10^7.
+const SizeBound kSizeBounds[] = {
+    {"hidden_size", &ModelConfig::hidden_size, int64_t(1) << 17},
+    {"intermediate_size", &ModelConfig::intermediate_size, int64_t(1) << 20},
+    {"num_hidden_layers", &ModelConfig::n_layer, 4096},
+    {"num_attention_heads", &ModelConfig::n_head, 8192},
+    {"num_key_value_heads", &ModelConfig::n_head_kv, 8192},
+    {"vocab_size", &ModelConfig::vocab_size, int64_t(1) << 24},
+    {"max_position_embeddings", &ModelConfig::max_position_embeddings, int64_t(1) << 30},
+    {"sliding_window", &ModelConfig::sliding_window, int64_t(1) << 30},
+};
+
+int64_t mul_or_throw(int64_t a, int64_t b, const std::string& source) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r))
+    throw std::runtime_error(source + ": the parameter count overflows a 64-bit integer (sizes too large)");
+  return r;
+}
+int64_t add_or_throw(int64_t a, int64_t b, const std::string& source) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r))
+    throw std::runtime_error(source + ": the parameter count overflows a 64-bit integer (sizes too large)");
+  return r;
+}
+}  // namespace
+
+void check_config_sizes(const ModelConfig& cfg, const std::string& source) {
+  for (const auto& b : kSizeBounds) {
+    const int64_t v = cfg.*(b.field);
+    if (v > b.max)
+      throw std::runtime_error(source + ": \"" + b.key + "\" " + std::to_string(v) + " is implausibly large (at most " +
+                               std::to_string(b.max) + ")");
+  }
+  if (cfg.hidden_size > 0 && cfg.n_head > 0 && cfg.intermediate_size > 0 && cfg.n_layer > 0 && cfg.vocab_size > 0)
+    checked_base_parameters(cfg, source);
+}
+
+int64_t checked_base_parameters(const ModelConfig& cfg, const std::string& source) {
+  const int64_t C = cfg.hidden_size, F = cfg.intermediate_size, V = cfg.vocab_size;
+  const int64_t D = cfg.n_head > 0 ? C / cfg.n_head : 0, Hkv = cfg.n_head_kv > 0 ? cfg.n_head_kv : cfg.n_head;
+  const int64_t kv = mul_or_throw(Hkv, D, source);
+  int64_t layer = mul_or_throw(2, C, source);                                    // two RMSNorms
+  layer = add_or_throw(layer, mul_or_throw(2, mul_or_throw(C, C, source), source), source);   // q, o
+  layer = add_or_throw(layer, mul_or_throw(2, mul_or_throw(C, kv, source), source), source);  // k, v
+  layer = add_or_throw(layer, mul_or_throw(3, mul_or_throw(C, F, source), source), source);   // gate, up, down
+  int64_t n = add_or_throw(mul_or_throw(cfg.n_layer, layer, source), C, source);  // + final norm
+  const int64_t emb = mul_or_throw(V, C, source);
+  n = add_or_throw(n, cfg.tie_word_embeddings ? emb : mul_or_throw(2, emb, source), source);
+  if (n > (int64_t(1) << 50))
+    throw std::runtime_error(source + ": " + std::to_string(n) + " base parameters is implausibly large (sizes too large?)");
+  return n;
+}
+
+void check_config_fits_weights(const ModelConfig& cfg, uint64_t weight_bytes, const std::string& source,
+                               const std::string& weights_description) {
+  const int64_t n = checked_base_parameters(cfg, source);
+  // A tied checkpoint may or may not store lm_head: count the smallest layout.
+  const uint64_t need = 2 * uint64_t(n);
+  if (need > weight_bytes)
+    throw std::runtime_error(source + ": describes " + std::to_string(n) + " parameters (at least " + std::to_string(need) +
+                             " bytes), but " + weights_description + " holds " + std::to_string(weight_bytes) +
+                             " bytes of tensors: config.json does not match the weights");
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {

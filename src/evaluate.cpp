@@ -199,6 +199,7 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   if (opt.scoring != "generate" && opt.scoring != "logprob")
     throw std::runtime_error("--scoring must be generate or logprob, not '" + opt.scoring + "'");
   std::vector<Row> rows = load_test_rows(opt.test_dataset);
+  if (rows.empty()) throw std::runtime_error(opt.test_dataset + ": no examples to evaluate");
   if (opt.limit > 0 && static_cast<size_t>(opt.limit) < rows.size()) rows.resize(opt.limit);
   std::vector<std::string> answers;
   std::vector<std::string> prompts;
@@ -220,6 +221,15 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
       saved = nlohmann::ordered_json::parse(f);
       results = saved.at("results");
       outputs = saved.at("outputs");
+      if (!results.is_array() || !outputs.is_array())
+        throw std::runtime_error("\"results\" and \"outputs\" must be lists");
+      for (const auto& r : results) {
+        if (!r.is_array()) throw std::runtime_error("each of \"results\" must be a list of answer letters");
+        for (const auto& x : r)
+          if (!x.is_string()) throw std::runtime_error("each of \"results\" must be a list of answer letters, got " + r.dump());
+      }
+      for (const auto& o : outputs)
+        if (!o.is_string()) throw std::runtime_error("each of \"outputs\" must be a string");
     } catch (const std::exception& e) {
       throw std::runtime_error(opt.save_path + ": cannot resume from it: " + e.what());
     }
@@ -242,6 +252,10 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   const std::string model_dir = resolve_model_dir(opt.base_model);
   Tokenizer tok = Tokenizer::load(model_dir);
   LlamaForCausalLM model = load_llama(model_dir, dtype, device);
+  if (tok.vocab_size() > model->cfg.vocab_size)  // ids past the embedding would fail mid-run, naming nothing
+    throw std::runtime_error(model_dir + ": the tokenizer (tokenizer.model) has " + std::to_string(tok.vocab_size()) +
+                             " tokens, more than config.json's vocab_size " + std::to_string(model->cfg.vocab_size) +
+                             ": tokenizer and model do not belong together");
   if (!opt.mola_weights.empty()) {
     if (opt.allocation.any_given()) {
       Allocation given = opt.allocation.build(model->cfg);
@@ -300,7 +314,6 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
     if (end / save_every > start / save_every || end == rows.size()) write_result_file(opt.save_path, summary_json(end));
     start = end;
   }
-  if (rows.empty()) write_result_file(opt.save_path, summary_json(0));
 
   EvalSummary s;
   s.len = static_cast<int64_t>(results.size());

@@ -319,6 +319,11 @@ LlamaForCausalLM load_llama(const std::string& model_dir, torch::Dtype dtype, to
   if (!fs::exists(cfg_path)) throw std::runtime_error(model_dir + ": missing config.json");
   ModelConfig cfg = ModelConfig::from_file(cfg_path.string());
   TensorStore store = TensorStore::open_model_dir(model_dir);
+  {  // sizes in config.json against the bytes the weight files hold, before allocating the model
+    uint64_t bytes = 0;
+    for (const auto& k : store.keys()) bytes += store.info(k).end - store.info(k).begin;
+    check_config_fits_weights(cfg, bytes, cfg_path.string(), store.description());
+  }
   torch::NoGradGuard ng;
   LlamaForCausalLM m(cfg, dtype, device);
   auto weights = m->base_weights();

@@ -3,11 +3,15 @@
 // "__metadata__": {str: str}}, then the data section; offsets are relative to its start.
 #include "safetensors.h"
 
+#include "files.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -71,60 +75,10 @@ std::shared_ptr<SafeTensorsFile> SafeTensorsFile::open(const std::string& path) 
   if (p == MAP_FAILED) fail(std::string("cannot mmap: ") + std::strerror(errno));
   f->base_ = static_cast<uint8_t*>(p);
 
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | f->base_[i];
-  if (n > f->size_ - 8)
-    fail("header length " + std::to_string(n) + " is past the end of the file (" + std::to_string(f->size_) +
-         " bytes); truncated or not a safetensors file");
-  f->data_start_ = 8 + n;
-  const uint64_t data_size = f->size_ - f->data_start_;
-  nlohmann::json h;
-  try {
-    h = nlohmann::json::parse(reinterpret_cast<const char*>(f->base_ + 8), reinterpret_cast<const char*>(f->base_ + 8 + n));
-  } catch (const std::exception& e) {
-    fail(std::string("bad JSON header: ") + e.what());
-  }
-  if (!h.is_object()) fail("bad header: not a JSON object");
-  for (auto it = h.begin(); it != h.end(); ++it) {
-    const std::string& name = it.key();
-    const auto& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) fail("bad header: __metadata__ is not an object");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) fail("bad header: __metadata__ value '" + m.key() + "' is not a string");
-        f->metadata_[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    auto bad = [&](const std::string& what) { fail("tensor '" + name + "': " + what); };
-    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
-      bad("header entry needs dtype, shape and data_offsets");
-    if (!v["dtype"].is_string()) bad("dtype is not a string");
-    TensorInfo ti;
-    ti.dtype = v["dtype"].get<std::string>();
-    const DtypeEntry* d = find_dtype(ti.dtype);
-    if (!d) bad("unsupported dtype '" + ti.dtype + "' (supported: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL)");
-    if (!v["shape"].is_array()) bad("shape is not a list");
-    uint64_t numel = 1;
-    for (const auto& s : v["shape"]) {
-      if (!s.is_number_unsigned()) bad("shape entries must be non-negative integers");
-      ti.shape.push_back(s.get<int64_t>());
-      numel *= s.get<uint64_t>();
-    }
-    const auto& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      bad("data_offsets must be two non-negative integers");
-    ti.begin = off[0].get<uint64_t>();
-    ti.end = off[1].get<uint64_t>();
-    if (ti.end < ti.begin) bad("data_offsets end before begin");
-    if (ti.end - ti.begin != numel * d->size)
-      bad("data_offsets span " + std::to_string(ti.end - ti.begin) + " bytes but shape and dtype need " +
-          std::to_string(numel * d->size));
-    if (ti.end > data_size)
-      bad("data [" + std::to_string(ti.begin) + ", " + std::to_string(ti.end) + ") is past the end of the data (" +
-          std::to_string(data_size) + " bytes); truncated file");
-    f->tensors_[name] = std::move(ti);
-  }
+  const SafetensorsHeader h = parse_safetensors_header(f->base_, f->size_, path);
+  f->data_start_ = h.data_start;
+  f->tensors_ = h.tensors;
+  f->metadata_ = h.metadata;
   return f;
 }
 
@@ -198,20 +152,15 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   while ((8 + header.size()) % 8 != 0) header += ' ';  // keep the data section 8-byte aligned
   const std::string tmp = path + ".tmp";
   {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp);
+    FileWriter out(tmp);
+    out.expect_total(8 + header.size() + offset);
     uint64_t n = header.size();
     char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
     out.write(len, 8);
     out.write(header.data(), header.size());
-    for (const auto& t : data) out.write(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
-    out.flush();
-    if (!out) {
-      out.close();
-      std::remove(tmp.c_str());
-      throw std::runtime_error("error writing " + tmp);
-    }
+    for (const auto& t : data) out.write(t.data_ptr(), t.numel() * t.element_size());
+    out.close();
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);

@@ -33,3 +33,16 @@ TEST(Quickstart, TrainsAdaptersThatBeatChance) {
   std::cout << "quickstart accuracy: before " << before["acc"].get<double>() << "%, after "
             << after["acc"].get<double>() << "%\n";
 }
+
+// The README's promise: for a given seed and thread count the quickstart gives the same result on every
+// run (model, data, adapters, answers), so the accuracy it prints is reproducible. A short version twice.
+TEST(Quickstart, SameResultEveryRunForSeedAndThreads) {
+  std::string dir = mor::test::scratch_dir("quickstart_det");
+  for (const char* run : {"a", "b"}) {
+    auto r = mor::test::run_mor("quickstart --output_dir " + dir + "/" + run + " --num_epochs 1 --n_train 160 --seed 7");
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  }
+  for (auto f : {"tiny-llama/model.safetensors", "tiny-llama/tokenizer.model", "mola/adapter_model.safetensors",
+                 "results/before.json", "results/after.json"})
+    EXPECT_TRUE(mor::test::read_file(dir + "/a/" + f) == mor::test::read_file(dir + "/b/" + f)) << f << " differs between runs";
+}

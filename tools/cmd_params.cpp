@@ -20,7 +20,7 @@ int mor::cmd_params(int argc, char** argv) {
         const std::string dir = resolve_model_dir(base_model);
         auto cfg = ModelConfig::from_file(dir + "/config.json");
         auto alloc = flags.build(cfg);
-        const int64_t base = base_parameters(cfg), trainable = alloc.trainable_parameters();
+        const int64_t base = checked_base_parameters(cfg, dir + "/config.json"), trainable = alloc.trainable_parameters();
         std::cout << alloc.table();
         std::printf("base parameters: %s (trainable %.4f%% of base)\n", with_commas(base).c_str(),
                     100.0 * double(trainable) / double(base));
