@@ -2,6 +2,8 @@
 // validation with one clear error per problem, mola_config.json, parameter counts and the table.
 #include "allocation.h"
 
+#include "config_sizes.h"
+
 #include "cli.h"
 
 #include <algorithm>

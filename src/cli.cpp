@@ -1,9 +1,12 @@
 // Command-line plumbing shared by the subcommands (see cli.h).
 #include "cli.h"
 
+#include "errors.h"
+
 #include <cpuid.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -91,34 +94,6 @@ CLI::Validator finite_check() {
         return "";
       },
       "", "finite number");
-}
-
-std::string current_error_line() {
-  std::string msg;
-  try {
-    throw;
-  } catch (const c10::Error& e) {
-    msg = e.what_without_backtrace();
-  } catch (const nlohmann::json::exception& e) {
-    msg = std::string("bad JSON: ") + e.what();
-  } catch (const std::bad_alloc&) {
-    msg = "out of memory (a size in the input may be too large for this machine)";
-  } catch (const std::exception& e) {
-    msg = e.what();
-  } catch (...) {
-    msg = "unknown error";
-  }
-  // One line: c10 messages carry "Exception raised from ..." context and newlines.
-  if (auto p = msg.find("Exception raised from"); p != std::string::npos) msg.erase(p);
-  std::string out;
-  bool space = false;
-  for (char c : msg) {
-    if (c == '\n' || c == '\r' || c == '\t') { space = !out.empty(); continue; }
-    if (space) { out += ' '; space = false; }
-    out += c;
-  }
-  while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
-  return out.empty() ? "unknown error" : out;
 }
 
 namespace {

@@ -55,8 +55,4 @@ std::string describe_runtime(torch::Device device, torch::Dtype dtype, const std
 
 std::string dtype_name(torch::Dtype dtype);  // "float32", "bfloat16", "float16"
 
-// The message of the exception in flight as one line (c10 backtraces dropped, newlines folded), for
-// run_command's catch; call only inside a catch block.
-std::string current_error_line();
-
 }  // namespace mor

@@ -2,6 +2,8 @@
 // resolution through the local Hugging Face cache.
 #include "config.h"
 
+#include "config_sizes.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>

@@ -42,18 +42,6 @@ struct ModelConfig {
   void validate(const std::string& source) const;
 };
 
-// Sane bounds on every size in a config.json, checked before anything is allocated (a hidden_size of
-// 10^12 must be an error naming the key, not an allocator failure), and the base parameter count with
-// checked multiplication. Called from ModelConfig::validate. Throws naming `source` and the key.
-void check_config_sizes(const ModelConfig& cfg, const std::string& source);
-// The base model's parameter count (embeddings, layers, norms, lm_head unless tied); throws when it does
-// not fit int64 (checked multiplication, never wraps).
-int64_t checked_base_parameters(const ModelConfig& cfg, const std::string& source);
-// Before a model is allocated from `cfg`: its weights' bytes at 2 bytes a parameter (the smallest
-// supported dtype) must not exceed what the weight files hold (`weight_bytes`, from their headers).
-void check_config_fits_weights(const ModelConfig& cfg, uint64_t weight_bytes, const std::string& source,
-                               const std::string& weights_description);
-
 // --base_model: a directory in Hugging Face layout, or a Hub id resolved through the local cache
 // ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; models--ORG--NAME/snapshots/<refs/main>).
 // Throws listing every place it looked.

@@ -1,6 +1,9 @@
-// Checked file writes (temporary name + rename), see files.h. POSIX write(2) in a loop rather than
-// std::ofstream: a stream's error bit says neither which errno nor how far the write got.
+// Checked file writes (temporary name + rename), see files.h and file_writer.h. POSIX write(2) in a loop
+// rather than std::ofstream: a stream's error bit says neither which errno nor how far the write got. A
+// failed write or close removes the partial file, and a full disk says how much was needed and is free.
 #include "files.h"
+
+#include "file_writer.h"
 
 #include <fcntl.h>
 #include <sys/statvfs.h>

@@ -4,6 +4,8 @@
 // and loading/saving Hugging Face safetensors checkpoints.
 #include "llama.h"
 
+#include "config_sizes.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>

@@ -3,7 +3,8 @@
 // "__metadata__": {str: str}}, then the data section; offsets are relative to its start.
 #include "safetensors.h"
 
-#include "files.h"
+#include "file_writer.h"
+#include "safetensors_header.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -77,7 +78,7 @@ std::shared_ptr<SafeTensorsFile> SafeTensorsFile::open(const std::string& path) 
 
   const SafetensorsHeader h = parse_safetensors_header(f->base_, f->size_, path);
   f->data_start_ = h.data_start;
-  f->tensors_ = h.tensors;
+  for (const auto& [name, t] : h.tensors) f->tensors_[name] = TensorInfo{t.dtype, t.shape, t.begin, t.end};
   f->metadata_ = h.metadata;
   return f;
 }

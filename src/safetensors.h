@@ -11,10 +11,13 @@
 #include <utility>
 #include <vector>
 
-#include "safetensors_header.h"
-
 namespace mor {
 
+struct TensorInfo {
+  std::string dtype;           // safetensors name: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte offsets into the data section
+};
 
 class SafeTensorsFile {
  public:

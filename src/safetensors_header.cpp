@@ -77,7 +77,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* base, size_t size, con
     if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
       bad("header entry needs dtype, shape and data_offsets");
     if (!v["dtype"].is_string()) bad("dtype is not a string");
-    TensorInfo ti;
+    HeaderTensor ti;
     ti.dtype = v["dtype"].get<std::string>();
     const size_t elem = safetensors_dtype_size(ti.dtype);
     if (!elem) bad("unsupported dtype '" + ti.dtype + "' (supported: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL)");

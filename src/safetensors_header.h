@@ -11,14 +11,15 @@
 
 namespace mor {
 
-struct TensorInfo {
+// One header entry (the same fields as TensorInfo of safetensors.h, which carries LibTorch).
+struct HeaderTensor {
   std::string dtype;           // safetensors name: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL
   std::vector<int64_t> shape;
   uint64_t begin = 0, end = 0;  // byte offsets into the data section
 };
 
 struct SafetensorsHeader {
-  std::map<std::string, TensorInfo> tensors;
+  std::map<std::string, HeaderTensor> tensors;
   std::map<std::string, std::string> metadata;
   size_t data_start = 0;  // 8 + header length
 };

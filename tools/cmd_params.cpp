@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "config_sizes.h"
 
 int mor::cmd_params(int argc, char** argv) {
   std::string base_model;

@@ -38,8 +38,8 @@ double read_acc(const std::string& path) {
 int mor::cmd_quickstart(int argc, char** argv) {
   std::string out = "./mor_quickstart";
   // One thread by default: a hidden-64 model's matmuls are too small to split, and on 2 threads half the
-  // CPU time went to OpenMP futex/sched_yield (issue 15); one thread also fixes the summation order, so the
-  // accuracy printed is the same on every run for a given seed (and the same thread count on another run).
+  // CPU time went to OpenMP futex/sched_yield (issue 15). For a given seed and thread count every run gives
+  // the same files and accuracy (the float32 summation order depends on the thread count).
   int64_t steps_epochs = 8, n_train = 1200, threads = 1;
   uint64_t seed = 1234;
   return run_command(
