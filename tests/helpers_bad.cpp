@@ -57,7 +57,9 @@ void write_train_json(const std::string& path, int n) {
   nlohmann::json rows = nlohmann::json::array();
   const auto& r = dd.split("train").rows;
   for (int i = 0; i < n && i < int(r.size()); ++i)
-    rows.push_back({{"instruction", r[i].at("instruction")}, {"input", r[i].at("input")}, {"output", r[i].at("output")}});
+    rows.push_back({{"instruction", r[i].at("instruction").get<std::string>()},
+                    {"input", r[i].at("input").get<std::string>()},
+                    {"output", r[i].at("output").get<std::string>()}});
   write_file(path, rows.dump());
 }
 

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "adapter.h"
 #include "helpers.h"
 #include "helpers_bad.h"
 
