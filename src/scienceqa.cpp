@@ -78,7 +78,10 @@ Row scienceqa_row(const Row& p, const std::string& where) {
     options += (i ? " (" : "(") + std::string(1, static_cast<char>('A' + i)) + ") " + (*ch)[i].get<std::string>();
   }
   const std::string& hint = text_field(p, "hint", where);
-  std::string context = py_strip(hint).empty() ? "N/A" : hint;
+  // The seed: context = " ".join([hint, ""]).strip(), "N/A" when empty; the join only appends a space,
+  // which strip() removes again, so the context is the hint stripped of Python's whitespace.
+  std::string context = py_strip(hint + " ");
+  if (context.empty()) context = "N/A";
   std::string letter(1, static_cast<char>('A' + index));
 
   Row r = json::object();

@@ -11,6 +11,7 @@
 #include "dataset.h"
 #include "examples.h"
 #include "llama.h"
+#include "reference_adapter.h"
 #include "tokenizer.h"
 
 int mor::cmd_score(int argc, char** argv) {
@@ -67,12 +68,7 @@ int mor::cmd_score(int argc, char** argv) {
         const torch::Dtype dt = parse_dtype(dtype, dev);
         auto model = load_llama(dir, dt, dev);
         if (!mola_weights.empty()) {
-          if (aflags.any_given()) {
-            auto flags = aflags.build(model->cfg);
-            load_adapter(model, mola_weights, &flags);
-          } else {
-            load_adapter(model, mola_weights, nullptr);
-          }
+          load_adapter_folder(model, mola_weights, given_flags(aflags));  // reference folders need --top_k
         }
         model->eval();
         torch::NoGradGuard ng;
