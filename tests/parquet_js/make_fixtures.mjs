@@ -116,9 +116,10 @@ function arrowTable(columns, metadata) {
   const schema = new arrow.Schema(fields, new Map(Object.entries(metadata ?? {})));
   return new arrow.Table(schema, t.batches.map((b) => new arrow.RecordBatch(schema, b.data)));
 }
-function writeWasm(table, { codec, version = pw.WriterVersion.V1, rowGroup = 1024, dictionary = true, encoding }) {
+function writeWasm(table, { codec, version = pw.WriterVersion.V1, rowGroup = 1024, dictionary = true, encoding, kv }) {
   let props = new pw.WriterPropertiesBuilder().setCompression(codec).setWriterVersion(version)
     .setMaxRowGroupSize(rowGroup).setDictionaryEnabled(dictionary);
+  if (kv) props = props.setKeyValueMetadata(new Map(Object.entries(kv)));
   if (encoding !== undefined) props = props.setEncoding(encoding);
   return pw.writeParquet(pw.Table.fromIPCStream(arrow.tableToIPC(table, "stream")), props.build());
 }
@@ -166,7 +167,7 @@ for (const [split, key] of [["train", "train"], ["validation", "val"], ["test", 
     ...textCols.map((c) => [c, new arrow.Utf8(), ps.map((p) => p[c])]),
   ];
   const hash = { train: "1028f23e353fbe3e", validation: "6c7328ff6c84284c", test: "f0e719df791966ff" }[split];
-  await save(`scienceqa/${split}-00000-of-00001-${hash}.parquet`, writeWasm(arrowTable(cols, { huggingface: hf }), { codec: pw.Compression.SNAPPY, rowGroup: 2 }),
+  await save(`scienceqa/${split}-00000-of-00001-${hash}.parquet`, writeWasm(arrowTable(cols), { codec: pw.Compression.SNAPPY, rowGroup: 2, kv: { huggingface: hf } }),
     "parquet-wasm", `ScienceQA ${split} split in derek-thomas/ScienceQA's schema and huggingface metadata, 2-row row groups`);
 }
 
