@@ -18,7 +18,7 @@ using json = nlohmann::ordered_json;
 namespace {
 
 constexpr int kMaxDepth = 32;
-constexpr int64_t kMaxPageValues = int64_t{1} << 26;
+constexpr int64_t kMaxPageValues = int64_t{1} << 24;  // writers cut pages at ~20k rows or 1 MiB
 
 struct Node {
   std::string name, path;  // path: dotted names from the root's child down

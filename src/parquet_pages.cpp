@@ -272,10 +272,10 @@ void decode_byte_stream_split(const LeafType& t, const uint8_t* d, size_t n, siz
   if (w == 0) ctx.fail(std::string("BYTE_STREAM_SPLIT is not defined for ") + physical_type_name(t.physical));
   if (count > n / w) ctx.fail("BYTE_STREAM_SPLIT needs " + std::to_string(count) + " values of " + std::to_string(w) +
                               " bytes, the page has " + std::to_string(n));
-  size_t streams = n / w;  // each stream holds one byte of every value
+  // Stream b holds byte b of every value: count bytes each.
   std::string joined(count * w, '\0');
   for (size_t i = 0; i < count; ++i)
-    for (size_t b = 0; b < w; ++b) joined[i * w + b] = static_cast<char>(d[b * streams + i]);
+    for (size_t b = 0; b < w; ++b) joined[i * w + b] = static_cast<char>(d[b * count + i]);
   decode_plain(t, reinterpret_cast<const uint8_t*>(joined.data()), joined.size(), count, out, ctx);
 }
 

@@ -224,9 +224,105 @@ TEST(Parquet, CorruptFilesAreClearErrors) {
   EXPECT_EQ(e.rfind(dir + "/cut.parquet: truncated or not a Parquet file", 0), 0u) << e;
 }
 
+// A tiny Thrift compact-protocol writer, to build files the npm writers cannot (legacy 2-level lists).
+class ThriftOut {
+ public:
+  std::string out;
+  void i32(int id, int64_t v) { head(id, 5), varint(zigzag(v)); }
+  void i64(int id, int64_t v) { head(id, 6), varint(zigzag(v)); }
+  void str(int id, const std::string& v) { head(id, 8), varint(v.size()), out += v; }
+  void begin(int id) { head(id, 12), last_.push_back(0); }          // a struct field
+  void begin_item() { last_.push_back(0); }                         // a struct inside a list
+  void end() { out += '\0', last_.pop_back(); }
+  void list(int id, int elem_type, size_t n) { head(id, 9), out += static_cast<char>((n << 4) | elem_type); }
+  void raw_i32(int64_t v) { varint(zigzag(v)); }
+  void raw_str(const std::string& v) { varint(v.size()), out += v; }
+
+ private:
+  static uint64_t zigzag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+  void varint(uint64_t v) {
+    for (; v >= 0x80; v >>= 7) out += static_cast<char>(v | 0x80);
+    out += static_cast<char>(v);
+  }
+  void head(int id, int type) {
+    out += static_cast<char>(((id - last_.back()) << 4) | type);
+    last_.back() = id;
+  }
+  std::vector<int> last_{0};
+};
+
+std::string le32(uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); }
+
+// Two columns whose rows are [x, y], [], [z]: "tags", a LIST-annotated group around a repeated
+// string named "array" (the legacy 2-level form), and "nums", a bare repeated INT32.
+std::string legacy_lists_file() {
+  std::string levels = le32(2) + "\x03\x02" + le32(2) + "\x03\x0b";  // rep 0,1,0,0; def 1,1,0,1 (bit-packed)
+  std::vector<std::string> values = {le32(1) + "a" + le32(1) + "b" + le32(1) + "c", le32(1) + le32(2) + le32(3)};
+  std::string file = "PAR1";
+  std::vector<size_t> offsets, sizes;
+  for (const auto& v : values) {
+    std::string body = levels + v;
+    ThriftOut h;
+    h.i32(1, 0), h.i32(2, static_cast<int64_t>(body.size())), h.i32(3, static_cast<int64_t>(body.size()));
+    h.begin(5), h.i32(1, 4), h.i32(2, 0), h.i32(3, 3), h.i32(4, 3), h.end();
+    h.out += '\0';
+    offsets.push_back(file.size());
+    file += h.out + body;
+    sizes.push_back(h.out.size() + body.size());
+  }
+  ThriftOut m;
+  m.i32(1, 1);
+  m.list(2, 12, 4);
+  m.begin_item(), m.str(4, "schema"), m.i32(5, 2), m.end();
+  m.begin_item(), m.i32(3, 0), m.str(4, "tags"), m.i32(5, 1), m.i32(6, 3), m.end();
+  m.begin_item(), m.i32(1, 6), m.i32(3, 2), m.str(4, "array"), m.i32(6, 0), m.end();
+  m.begin_item(), m.i32(1, 1), m.i32(3, 2), m.str(4, "nums"), m.end();
+  m.i64(3, 3);
+  m.list(4, 12, 1);
+  m.begin_item();
+  m.list(1, 12, 2);
+  for (int c = 0; c < 2; ++c) {
+    m.begin_item();
+    m.i64(2, static_cast<int64_t>(offsets[c]));
+    m.begin(3);
+    m.i32(1, c == 0 ? 6 : 1);
+    m.list(2, 5, 2), m.raw_i32(0), m.raw_i32(3);
+    m.list(3, 8, c == 0 ? 2 : 1), m.raw_str(c == 0 ? "tags" : "nums");
+    if (c == 0) m.raw_str("array");
+    m.i32(4, 0), m.i64(5, 4), m.i64(6, static_cast<int64_t>(sizes[c])), m.i64(7, static_cast<int64_t>(sizes[c]));
+    m.i64(9, static_cast<int64_t>(offsets[c]));
+    m.end();
+    m.end();
+  }
+  m.i64(2, 0), m.i64(3, 3);
+  m.end();
+  m.out += '\0';
+  return file + m.out + le32(static_cast<uint32_t>(m.out.size())) + "PAR1";
+}
+
+TEST(Parquet, LegacyTwoLevelAndBareRepeatedLists) {
+  auto t = mor::parquet::read_parquet(legacy_lists_file(), "legacy.parquet");
+  ASSERT_EQ(t.rows.size(), 3u);
+  EXPECT_EQ(json(t.rows), json::parse(R"([{"tags":["a","b"],"nums":[1,2]},{"tags":[],"nums":[]},{"tags":["c"],"nums":[3]}])"));
+  ASSERT_EQ(t.schema.fields.size(), 2u);
+  EXPECT_EQ(t.schema.fields[0].type, mor::arrow::Type::List);
+  EXPECT_EQ(t.schema.fields[0].children.at(0).type, mor::arrow::Type::Utf8);
+  EXPECT_EQ(t.schema.fields[1].type, mor::arrow::Type::List);
+  EXPECT_EQ(t.schema.fields[1].children.at(0).type, mor::arrow::Type::Int32);
+  // hyparquet agrees, when it is installed.
+  std::string js_dir = mor::test::source_dir() + "/tests/parquet_js";
+  if (fs::exists(js_dir + "/node_modules/hyparquet") && std::system("node --version >/dev/null 2>&1") == 0) {
+    std::string dir = scratch_dir("parquet-legacy");
+    write_file(dir + "/legacy.parquet", legacy_lists_file());
+    ASSERT_EQ(std::system(("node " + js_dir + "/read_parquet.mjs " + dir + "/legacy.parquet > " + dir + "/out.json").c_str()), 0);
+    EXPECT_EQ(json::parse(read_file(dir + "/out.json"))[0], json(t.rows));
+  }
+}
+
 TEST(Parquet, FuzzedInputsNeverCrash) {
   std::vector<std::string> seeds;
   for (const auto& f : fixtures()) seeds.push_back(read_file(fixture_dir() + "/" + f));
+  seeds.push_back(legacy_lists_file());
   mor::test::FuzzStats st;
   ASSERT_NO_THROW(st = mor::test::fuzz_parquet(seeds, 4.0));
   std::cout << "parquet fuzz: " << st.rounds << " rounds, " << st.parsed << " parsed, " << st.rejected << " rejected\n";
