@@ -37,6 +37,7 @@ const flat = {
   f32: Array.from({ length: N }, (_, i) => (i % 4 === 3 ? null : 0.5 * i - 1.25)),
   f64: Array.from({ length: N }, (_, i) => (i === 1 ? 1e-300 : 0.1 * i)),
   s: Array.from({ length: N }, (_, i) => (i % 4 === 2 ? null : "s".repeat(i % 5) + (i === 3 ? "é😀 中文" : String(i % 3)))),
+  k: Array.from({ length: N }, (_, i) => (i % 9 === 8 ? null : ["category-alpha", "category-beta", "category-gamma"][i % 3])),
   bin: Array.from({ length: N }, (_, i) => (i % 8 === 7 ? null : new Uint8Array(Array.from({ length: i % 4 }, (_, k) => (250 + k + i) % 256)))),
 };
 function flatColumns(encodings = {}) {
@@ -50,12 +51,13 @@ function flatColumns(encodings = {}) {
     { name: "f32", data: flat.f32, ...encodings.float },
     { name: "f64", data: flat.f64, ...encodings.float },
     { name: "s", data: flat.s, ...encodings.str },
+    { name: "k", data: flat.k, ...encodings.str },
     { name: "bin", data: flat.bin, ...encodings.bin },
   ];
 }
 // i8 and u32 carry INT logical types; the rest keep the basic types.
 const flatSchema = [
-  { name: "root", num_children: 10 },
+  { name: "root", num_children: 11 },
   { name: "b", type: "BOOLEAN", repetition_type: "OPTIONAL" },
   { name: "i8", type: "INT32", repetition_type: "OPTIONAL", converted_type: "INT_8", logical_type: { type: "INTEGER", bitWidth: 8, isSigned: true } },
   { name: "i16", type: "INT32", repetition_type: "REQUIRED", converted_type: "INT_16", logical_type: { type: "INTEGER", bitWidth: 16, isSigned: true } },
@@ -65,12 +67,13 @@ const flatSchema = [
   { name: "f32", type: "FLOAT", repetition_type: "OPTIONAL" },
   { name: "f64", type: "DOUBLE", repetition_type: "OPTIONAL" },
   { name: "s", type: "BYTE_ARRAY", repetition_type: "OPTIONAL", converted_type: "UTF8", logical_type: { type: "STRING" } },
+  { name: "k", type: "BYTE_ARRAY", repetition_type: "OPTIONAL", converted_type: "UTF8" },
   { name: "bin", type: "BYTE_ARRAY", repetition_type: "OPTIONAL" },
 ];
 const gzip = { GZIP: (b) => gzipSync(b) };
 
-await save("hw_flat_snappy.parquet", parquetWriteBuffer({ columnData: flatColumns(), schema: flatSchema, codec: "SNAPPY", rowGroupSize: 10 }),
-  "hyparquet-writer", "every flat type with nulls, SNAPPY, dictionary where it pays, RLE booleans, 3 row groups, pages v2");
+await save("hw_flat_snappy.parquet", parquetWriteBuffer({ columnData: flatColumns(), schema: flatSchema, codec: "SNAPPY", rowGroupSize: [20, 3] }),
+  "hyparquet-writer", "every flat type with nulls, SNAPPY, RLE_DICTIONARY strings, RLE booleans, 2 row groups, pages v2");
 await save("hw_flat_gzip_plain.parquet", parquetWriteBuffer({
   columnData: flatColumns({ int: { encoding: "PLAIN" }, float: { encoding: "PLAIN" }, str: { encoding: "PLAIN" }, bin: { encoding: "PLAIN" } }),
   schema: flatSchema, codec: "GZIP", compressors: gzip, rowGroupSize: 100, statistics: false }),
