@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dataset_sources.h"
 #include "files.h"
 #include "pyjson.h"
 
@@ -132,10 +133,11 @@ DatasetDict prepare_scienceqa(const std::string& dataset_path, std::vector<Scien
       cnt.push_back(c);
     }
   } else {
-    // A save_to_disk copy of derek-thomas/ScienceQA.
-    if (fs::is_directory(root) && !fs::exists(root / "dataset_dict.json") && !fs::exists(root / "state.json"))
+    // A copy of derek-thomas/ScienceQA: save_to_disk, the datasets cache, parquet files, or its Hub id.
+    if (fs::is_directory(root) && !fs::exists(root / "dataset_dict.json") && !fs::exists(root / "state.json") &&
+        !is_datasets_cache_folder(root.string()) && !has_parquet_files(root.string()))
       throw std::runtime_error(dataset_path + ": neither a ScienceQA release folder (problems.json + pid_splits.json) "
-                               "nor a save_to_disk copy of derek-thomas/ScienceQA");
+                               "nor a copy of derek-thomas/ScienceQA (save_to_disk, datasets cache or parquet files)");
     DatasetDict in = load_dataset(dataset_path);
     for (const auto& [name, key] : splits) {
       if (!in.splits.count(name))

@@ -27,7 +27,7 @@ int mor::cmd_score(int argc, char** argv) {
         add_opt(app, "base_model", base_model, "model directory (Hugging Face layout) or Hub id in the local cache")
             ->required();
         add_opt(app, "mola_weights", mola_weights, "MoLA adapter directory (ours or the reference's)");
-        add_opt(app, "data_path", data_path, "dataset: .hf folder, .json list or .json/.jsonl lines")->required();
+        add_opt(app, "data_path", data_path, "dataset: .hf folder, .json list or .json/.jsonl lines, .parquet file or folder, or Hub dataset id (read from the HF caches)")->required();
         add_opt(app, "split", split, "split of a DatasetDict folder");
         add_opt(app, "prompt_template_name", prompt_template_name, "alpaca | none | a template JSON file");
         add_opt(app, "cutoff_len", cutoff_len, "tokens per example at most");
