@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "adapter.h"
+#include "cli.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;

@@ -74,6 +74,13 @@ class FakeHub {
     for (const char* split : {"train", "validation", "test"})
       write_file(ds + "/data/" + std::string(split) + "-00000-of-00001.parquet", std::string("PAR1") + split + std::string(3000, 's') + "PAR1");
     write_file(ds + "/README.md", "---\ndataset_info: {}\n---\n");
+    // derek-thomas/ScienceQA as the Hub serves it: the parquet fixture of the release fixture's rows
+    // (tests/fixtures/parquet/scienceqa, written with parquet-wasm) under data/, and a README.
+    const std::string sqa = root_ + "/datasets/derek-thomas/ScienceQA";
+    fs::create_directories(sqa + "/data");
+    for (const auto& e : fs::directory_iterator(mor::test::source_dir() + "/tests/fixtures/parquet/scienceqa"))
+      fs::copy_file(e.path(), sqa + "/data/" + e.path().filename().string());
+    write_file(sqa + "/README.md", "# ScienceQA\n");
     log_ = dir_ + "/requests.log";
     write_file(log_, "");
     const std::string port_file = dir_ + "/port";
@@ -397,4 +404,45 @@ TEST(Hub, OfflineMakesNoRequest) {
   r = run_mor("generate --base_model org/tiny --prompt x --max_new_tokens 2 --dtype float32 --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(hub.requests().size(), n);
+}
+
+// The seed's preparation with its default dataset id: `mor prepare-scienceqa --dataset derek-thomas/ScienceQA`
+// on empty caches downloads the parquet files into the Hub cache and writes the bytes Python writes.
+TEST(Hub, PrepareScienceQADownloadsTheHubDataset) {
+  MOR_REQUIRE_TESTDATA();
+  FakeHub hub("hub-sqa");
+  EnvGuard env;
+  const std::string cache = scratch_dir("hub-sqa-cache");
+  hub.point(env, cache);
+  env.set("HF_DATASETS_CACHE", std::nullopt);  // $HF_HOME/datasets: empty
+  env.set("XDG_CACHE_HOME", std::nullopt);
+  const std::string out = scratch_dir("hub-sqa-out") + "/scienceqa";
+  auto r = run_mor("prepare-scienceqa --dataset derek-thomas/ScienceQA --save_path " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("train: kept 3 of 4 problems"), std::string::npos) << r.out;
+  const std::string expected = mor::test::source_dir() + "/tests/fixtures/scienceqa/expected";
+  for (const char* split : {"train", "validation", "test"}) {
+    const std::string name = std::string("scienceq_") + split + ".json";
+    EXPECT_EQ(read_file(out + "/" + name), read_file(expected + "/" + name)) << name;
+  }
+  const fs::path repo = fs::path(cache) / "datasets--derek-thomas--ScienceQA";
+  const std::string commit = read_file((repo / "refs" / "main").string());
+  EXPECT_EQ(std::distance(fs::directory_iterator(repo / "snapshots" / commit / "data"), fs::directory_iterator()), 3);
+  EXPECT_FALSE(fs::exists(repo / "snapshots" / commit / "README.md"));  // only the parquet files
+  // Found in the Hub cache the second time: no request; offline too.
+  const size_t n = hub.requests().size();
+  env.set("HF_HUB_OFFLINE", "1");
+  r = run_mor("prepare-scienceqa --dataset derek-thomas/ScienceQA --save_path " + out + "2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(out + "2/scienceq_test.json"), read_file(expected + "/scienceq_test.json"));
+  EXPECT_EQ(hub.requests().size(), n);
+  // An id the Hub does not have: the places looked, then the download's one-line reason.
+  env.set("HF_HUB_OFFLINE", std::nullopt);
+  r = run_mor("prepare-scienceqa --dataset org/missing --save_path " + out + "3");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("org/missing: no such file or folder, and no cached copy of the Hub dataset 'org/missing'; looked in:"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("downloading it failed: dataset 'org/missing': 404 Not Found from " + hub.endpoint() +
+                       "/api/datasets/org/missing/revision/main: check the repo id's spelling"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out + "3"));
 }
