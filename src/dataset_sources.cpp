@@ -292,8 +292,11 @@ DatasetDict load_datasets_cache_folder(const std::string& dir) {
   if (!info.is_object()) throw std::runtime_error((d / "dataset_info.json").string() + ": expected an object");
   std::vector<std::string> arrows;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(d, ec))
-    if (e.path().extension() == ".arrow") arrows.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(d, ec)) {
+    std::string name = e.path().filename().string();
+    // cache-{fingerprint}.arrow files hold the results of .map()/.filter() calls, not the splits.
+    if (e.path().extension() == ".arrow" && name.rfind("cache-", 0) != 0) arrows.push_back(name);
+  }
   std::sort(arrows.begin(), arrows.end());
   // Split names: dataset_info.json's "splits" (in order), else the "-{split}.arrow" suffixes.
   std::vector<std::string> names;

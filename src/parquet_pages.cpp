@@ -31,29 +31,36 @@ std::string inflate_gzip(const uint8_t* src, size_t n, size_t expected, const Pa
   z.next_in = const_cast<Bytef*>(src);
   z.avail_in = static_cast<uInt>(n);
   int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
-    if (out.size() >= expected) break;
+  bool too_much = false;
+  for (;;) {
     size_t have = out.size();
-    out.resize(std::min(expected, have + kGrowStep));
-    z.next_out = reinterpret_cast<Bytef*>(&out[have]);
-    z.avail_out = static_cast<uInt>(out.size() - have);
+    bool full = have >= expected;
+    char probe;  // when full, a 1-byte buffer tells whether more output follows
+    if (!full) out.resize(std::min(expected, have + kGrowStep));
+    z.next_out = reinterpret_cast<Bytef*>(full ? &probe : &out[have]);
+    z.avail_out = static_cast<uInt>(full ? 1 : out.size() - have);
+    uInt avail_before = z.avail_in;
     rc = inflate(&z, Z_NO_FLUSH);
-    out.resize(out.size() - z.avail_out);
-    if (rc == Z_STREAM_END && z.avail_in > 0 && out.size() < expected) {  // concatenated gzip members
+    size_t produced = (full ? 1 : out.size() - have) - z.avail_out;
+    if (full) {
+      too_much = produced > 0;
+    } else {
+      out.resize(have + produced);
+    }
+    if (rc == Z_STREAM_END && z.avail_in > 0 && !too_much) {  // concatenated gzip members
       inflateReset(&z);
-      rc = Z_OK;
+      continue;
     }
-    if (rc != Z_OK && rc != Z_STREAM_END) {
-      std::string msg = z.msg ? z.msg : "error " + std::to_string(rc);
-      inflateEnd(&z);
-      ctx.fail("GZIP data is corrupt: " + msg);
-    }
+    if (too_much || rc == Z_STREAM_END || (rc != Z_OK && rc != Z_BUF_ERROR)) break;
+    if (produced == 0 && z.avail_in == avail_before) break;  // no progress: truncated input
   }
-  bool ended = rc == Z_STREAM_END;
+  std::string msg = z.msg ? z.msg : "error " + std::to_string(rc);
   inflateEnd(&z);
-  if (!ended || out.size() != expected)
-    ctx.fail("GZIP data gives " + std::string(ended ? std::to_string(out.size()) : "more than " + std::to_string(out.size())) +
-             " bytes, the page header says " + std::to_string(expected));
+  if (too_much) ctx.fail("GZIP data gives more than the " + std::to_string(expected) + " bytes the page header says");
+  if (rc != Z_STREAM_END && rc != Z_OK && rc != Z_BUF_ERROR) ctx.fail("GZIP data is corrupt: " + msg);
+  if (rc != Z_STREAM_END || out.size() != expected)
+    ctx.fail("GZIP data gives " + std::to_string(out.size()) + " bytes (stream " + (rc == Z_STREAM_END ? "complete" : "incomplete") +
+             "), the page header says " + std::to_string(expected));
   return out;
 }
 
@@ -282,6 +289,7 @@ void decode_byte_stream_split(const LeafType& t, const uint8_t* d, size_t n, siz
 }  // namespace
 
 std::string decompress(int codec, const uint8_t* src, size_t n, size_t expected, const PageContext& ctx) {
+  if (n == 0 && expected == 0) return "";  // an empty values section (an all-null v2 page) may be left uncompressed
   switch (codec) {
     case kUncompressed:
       if (n != expected) ctx.fail("uncompressed page holds " + std::to_string(n) + " bytes, the header says " + std::to_string(expected));

@@ -79,13 +79,13 @@ TEST(Parquet, SchemaTypesRowGroupsAndValues) {
   using mor::arrow::Type;
   auto t = mor::parquet::read_parquet_file(fixture_dir() + "/pw_v1_snappy.parquet");
   EXPECT_EQ(t.row_groups, 4u);
-  ASSERT_EQ(t.schema.fields.size(), 10u);
-  std::vector<Type> types = {Type::Int8, Type::UInt16, Type::Int64, Type::Float32, Type::Float64,
-                             Type::Bool, Type::Utf8,   Type::Binary, Type::List, Type::Struct};
+  ASSERT_EQ(t.schema.fields.size(), 11u);
+  std::vector<Type> types = {Type::Int8, Type::UInt16, Type::Int64, Type::Float32, Type::Float64, Type::Bool,
+                             Type::Utf8, Type::Binary, Type::List, Type::Utf8,    Type::Struct};
   for (size_t i = 0; i < types.size(); ++i) EXPECT_EQ(t.schema.fields[i].type, types[i]) << t.schema.fields[i].name;
   EXPECT_EQ(t.schema.fields[8].children.at(0).type, Type::Utf8);
-  EXPECT_EQ(t.schema.fields[9].children.at(0).name, "bytes");
-  EXPECT_EQ(t.schema.fields[9].children.at(0).type, Type::Binary);
+  EXPECT_EQ(t.schema.fields[10].children.at(0).name, "bytes");
+  EXPECT_EQ(t.schema.fields[10].children.at(0).type, Type::Binary);
   // Values as the Arrow reader gives them: binary as JSON binary, nulls as null, floats as doubles.
   EXPECT_EQ(t.rows[3]["i8"], nullptr);
   EXPECT_EQ(t.rows[4]["i8"], -11);
@@ -97,6 +97,7 @@ TEST(Parquet, SchemaTypesRowGroupsAndValues) {
   EXPECT_EQ(t.rows[7]["choices"], nullptr);
   EXPECT_EQ(t.rows[5]["choices"], json::array());
   EXPECT_EQ(t.rows[0]["image"], nullptr);
+  EXPECT_EQ(t.rows[0]["none"], nullptr);  // an all-null column
   EXPECT_EQ(t.rows[2]["image"], json({{"bytes", json::binary({1, 2, 2})}, {"path", "p2"}}));
   // hyparquet-writer's INT logical types: int8 and uint32 in INT32.
   auto h = mor::parquet::read_parquet_file(fixture_dir() + "/hw_flat_delta.parquet");

@@ -37,6 +37,7 @@ const flat = {
   f32: Array.from({ length: N }, (_, i) => (i % 4 === 3 ? null : 0.5 * i - 1.25)),
   f64: Array.from({ length: N }, (_, i) => (i === 1 ? 1e-300 : 0.1 * i)),
   s: Array.from({ length: N }, (_, i) => (i % 4 === 2 ? null : "s".repeat(i % 5) + (i === 3 ? "é😀 中文" : String(i % 3)))),
+  none: Array.from({ length: N }, () => null),
   k: Array.from({ length: N }, (_, i) => (i % 9 === 8 ? null : ["category-alpha", "category-beta", "category-gamma"][i % 3])),
   bin: Array.from({ length: N }, (_, i) => (i % 8 === 7 ? null : new Uint8Array(Array.from({ length: i % 4 }, (_, k) => (250 + k + i) % 256)))),
 };
@@ -52,12 +53,13 @@ function flatColumns(encodings = {}) {
     { name: "f64", data: flat.f64, ...encodings.float },
     { name: "s", data: flat.s, ...encodings.str },
     { name: "k", data: flat.k, ...encodings.str },
+    { name: "none", data: flat.none, ...encodings.str },
     { name: "bin", data: flat.bin, ...encodings.bin },
   ];
 }
 // i8 and u32 carry INT logical types; the rest keep the basic types.
 const flatSchema = [
-  { name: "root", num_children: 11 },
+  { name: "root", num_children: 12 },
   { name: "b", type: "BOOLEAN", repetition_type: "OPTIONAL" },
   { name: "i8", type: "INT32", repetition_type: "OPTIONAL", converted_type: "INT_8", logical_type: { type: "INTEGER", bitWidth: 8, isSigned: true } },
   { name: "i16", type: "INT32", repetition_type: "REQUIRED", converted_type: "INT_16", logical_type: { type: "INTEGER", bitWidth: 16, isSigned: true } },
@@ -68,6 +70,7 @@ const flatSchema = [
   { name: "f64", type: "DOUBLE", repetition_type: "OPTIONAL" },
   { name: "s", type: "BYTE_ARRAY", repetition_type: "OPTIONAL", converted_type: "UTF8", logical_type: { type: "STRING" } },
   { name: "k", type: "BYTE_ARRAY", repetition_type: "OPTIONAL", converted_type: "UTF8" },
+  { name: "none", type: "BYTE_ARRAY", repetition_type: "OPTIONAL", converted_type: "UTF8" },
   { name: "bin", type: "BYTE_ARRAY", repetition_type: "OPTIONAL" },
 ];
 const gzip = { GZIP: (b) => gzipSync(b) };
@@ -139,6 +142,7 @@ const mixed = arrowTable([
   ["text", new arrow.Utf8(), Array.from({ length: K }, (_, i) => (i % 6 === 0 ? null : ["alpha", "beta", "γ"][i % 3] + (i % 2 ? "" : "!")))],
   ["raw", new arrow.Binary(), Array.from({ length: K }, (_, i) => (i % 5 === 0 ? null : new Uint8Array([i, 255 - i, 0])))],
   ["choices", utf8List, Array.from({ length: K }, (_, i) => (i % 8 === 7 ? null : Array.from({ length: i % 5 }, (_, k) => (k === 2 && i % 3 === 0 ? null : `choice ${k} of ${i}`))))],
+  ["none", new arrow.Utf8(), Array.from({ length: K }, () => null)],
   ["image", imageType, Array.from({ length: K }, (_, i) => (i % 4 === 0 ? null : { bytes: i % 4 === 1 ? null : new Uint8Array([1, 2, i]), path: `p${i}` }))],
 ]);
 await save("pw_v1_snappy.parquet", writeWasm(mixed, { codec: pw.Compression.SNAPPY, rowGroup: 8 }),
