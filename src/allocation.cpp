@@ -239,6 +239,12 @@ Allocation Allocation::from_flags(const ModelConfig& cfg, const std::string& tar
   return a;
 }
 
+std::map<std::string, std::vector<int64_t>> parse_per_module_flag(const std::string& flag, const std::string& value,
+                                                                  int64_t n_layer, const std::vector<std::string>& targets,
+                                                                  bool allow_list) {
+  return parse_flag(flag, value, n_layer, targets, allow_list);
+}
+
 bool Allocation::targets(int64_t il, const std::string& name) const { return specs.count(module_path(il, name)) > 0; }
 
 const ExpertSpec& Allocation::spec(const std::string& path) const {

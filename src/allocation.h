@@ -78,6 +78,13 @@ struct Allocation {
   std::string table() const;  // per-layer allocation table plus the trainable parameter count
 };
 
+// The values of one per-layer flag per targeted module path ("model.layers.3.mlp.up_proj" -> ints),
+// in every form Allocation::from_flags takes (one integer, a comma list, a JSON file); `allow_list`
+// lets JSON values be per-expert lists. Throws one clear error naming `flag`.
+std::map<std::string, std::vector<int64_t>> parse_per_module_flag(const std::string& flag, const std::string& value,
+                                                                  int64_t n_layer, const std::vector<std::string>& targets,
+                                                                  bool allow_list);
+
 // Parameters of the base model described by cfg (embeddings, layers, norms, lm_head).
 int64_t base_parameters(const ModelConfig& cfg);
 

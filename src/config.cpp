@@ -11,6 +11,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "hub.h"
+
 namespace fs = std::filesystem;
 
 namespace mor {
@@ -263,8 +265,7 @@ std::string resolve_model_dir(const std::string& base_model) {
   if (fs::is_directory(base_model)) return base_model;
   looked.push_back(base_model + " (not a directory)");
   // A Hub id ORG/NAME (or NAME) resolved through the cache: models--ORG--NAME/snapshots/<refs/main>.
-  const bool hub_like = base_model.front() != '/' && base_model.front() != '.' &&
-                        std::count(base_model.begin(), base_model.end(), '/') <= 1 && base_model.back() != '/';
+  const bool hub_like = looks_like_repo_id(base_model);
   if (hub_like) {
     std::string folder = "models--" + base_model;
     for (size_t p; (p = folder.find('/')) != std::string::npos;) folder.replace(p, 1, "--");
@@ -283,7 +284,20 @@ std::string resolve_model_dir(const std::string& base_model) {
   }
   std::string msg = "cannot find model '" + base_model + "'; looked in:";
   for (const auto& l : looked) msg += " " + l + ";";
-  msg += " (no downloading: pass a directory in Hugging Face layout or fill the HF cache; cache = $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)";
+  if (hub_like && !hub_offline()) {
+    // Not in the cache: download what a model needs (configs, safetensors weights, tokenizer files).
+    HubRequest q;
+    q.repo_id = base_model;
+    q.include = {"*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt"};
+    try {
+      return hub_snapshot_download(q);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(msg + " downloading failed: " + e.what());
+    }
+  }
+  msg += hub_like ? " (HF_HUB_OFFLINE is set: nothing downloaded; unset it, or pass a directory in Hugging Face layout)"
+                  : " (pass a directory in Hugging Face layout or a Hub id; cache = $HF_HUB_CACHE, else $HF_HOME/hub, "
+                    "else ~/.cache/huggingface/hub)";
   throw std::runtime_error(msg);
 }
 

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "arrow.h"
+#include "dataset_sources.h"
 #include "files.h"
 #include "pyjson.h"
 
@@ -272,21 +273,7 @@ Dataset load_arrow_folder(const fs::path& dir) {
     fs::path file = dir / fname;
     if (!fs::exists(file)) throw std::runtime_error(file.string() + ": data file listed in state.json is missing");
     arrow::Table t = arrow::read_stream_file(file.string());
-    if (ds.features.is_null()) {
-      std::string hf = t.schema.metadata_value("huggingface");
-      if (!hf.empty()) {
-        try {
-          json meta = json::parse(hf);
-          if (meta.contains("info") && meta["info"].contains("features")) ds.features = meta["info"]["features"];
-        } catch (const json::exception& e) {
-          throw std::runtime_error(file.string() + ": invalid huggingface schema metadata: " + e.what());
-        }
-      }
-      if (ds.features.is_null()) {
-        ds.features = json::object();
-        for (const auto& f : t.schema.fields) ds.features[f.name] = feature_of_field(f);
-      }
-    }
+    if (ds.features.is_null()) ds.features = features_of_schema(t.schema, file.string());
     for (auto& r : t.rows) ds.rows.push_back(std::move(r));
   }
   return ds;
@@ -323,7 +310,24 @@ void write_split(const Dataset& ds, const fs::path& dir) {
 
 }  // namespace
 
-DatasetDict load_dataset(const std::string& path) {
+json features_of_schema(const arrow::Schema& schema, const std::string& file) {
+  std::string hf = schema.metadata_value("huggingface");
+  if (!hf.empty()) {
+    try {
+      json meta = json::parse(hf);
+      if (meta.is_object() && meta.contains("info") && meta["info"].is_object() && meta["info"].contains("features"))
+        return meta["info"]["features"];
+    } catch (const json::exception& e) {
+      throw std::runtime_error(file + ": invalid huggingface schema metadata: " + e.what());
+    }
+  }
+  json features = json::object();
+  for (const auto& f : schema.fields) features[f.name] = feature_of_field(f);
+  return features;
+}
+
+DatasetDict load_dataset(const std::string& arg) {
+  const std::string path = resolve_dataset(arg);  // a Hub id becomes its cached folder
   fs::path p(path);
   DatasetDict dd;
   if (!fs::exists(p)) throw std::runtime_error(path + ": no such file or folder");
@@ -346,14 +350,25 @@ DatasetDict load_dataset(const std::string& path) {
     } else if (fs::exists(p / "state.json")) {
       dd.split_names.push_back("train");
       dd.splits["train"] = load_arrow_folder(p);
+    } else if (is_datasets_cache_folder(path)) {
+      return load_datasets_cache_folder(path);
+    } else if (has_parquet_files(path)) {
+      return load_parquet_folder(path);
     } else {
-      throw std::runtime_error(path + ": not a save_to_disk folder (no dataset_dict.json or state.json)");
+      throw std::runtime_error(path + ": not a save_to_disk folder (no dataset_dict.json or state.json), a datasets cache "
+                               "folder (dataset_info.json + .arrow files) or a folder of .parquet files");
     }
     return dd;
   }
   std::string ext = p.extension().string();
+  if (ext == ".parquet") {
+    dd.split_names.push_back("train");
+    dd.splits["train"] = load_parquet_files({path});
+    return dd;
+  }
   if (ext != ".json" && ext != ".jsonl")
-    throw std::runtime_error(path + ": unsupported dataset file (expected a .json/.jsonl file or a save_to_disk folder)");
+    throw std::runtime_error(path + ": unsupported dataset file (expected a .json/.jsonl/.parquet file, a save_to_disk "
+                             "folder, a folder of .parquet files or a Hub dataset id)");
   dd.split_names.push_back("train");
   dd.splits["train"] = load_json(p);
   return dd;

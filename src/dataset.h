@@ -26,8 +26,11 @@ struct DatasetDict {
   const Dataset& split(const std::string& name) const;  // throws listing the splits present
 };
 
-// Loads any supported layout; throws with the file, and for Arrow the column and offset, on bad input.
-DatasetDict load_dataset(const std::string& path);
+// Loads any supported layout: a save_to_disk folder, a datasets-cache folder, a .parquet file or a
+// folder of them (splits from the file names), a .json/.jsonl file, or a Hub dataset id found in the
+// local caches (see dataset_sources.h). Throws with the file, and for Arrow/Parquet the column and
+// offset, on bad input.
+DatasetDict load_dataset(const std::string& path_or_hub_id);
 
 // Writes a DatasetDict the way `datasets.save_to_disk` does, atomically (temporary folder + rename).
 void save_to_disk(const DatasetDict& dd, const std::string& path);

@@ -14,6 +14,7 @@
 
 #include "adapter.h"
 #include "allocation.h"
+#include "reference_adapter.h"
 #include "cli.h"
 #include "config.h"
 #include "dataset.h"
@@ -257,12 +258,10 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
                              " tokens, more than config.json's vocab_size " + std::to_string(model->cfg.vocab_size) +
                              ": tokenizer and model do not belong together");
   if (!opt.mola_weights.empty()) {
-    if (opt.allocation.any_given()) {
-      Allocation given = opt.allocation.build(model->cfg);
-      load_adapter(model, opt.mola_weights, &given);
-    } else {
-      load_adapter(model, opt.mola_weights);
-    }
+    // Ours (mola_config.json) or the reference's folder (allocation from its files); given flags must agree.
+    GivenAllocationFlags given = given_flags(opt.allocation);
+    given.default_top_k = 2;  // evaluation_scienceqa.py's --top_k default, "2,2,...,2"
+    load_adapter_folder(model, opt.mola_weights, given);
   }
   model->eval();
   torch::NoGradGuard no_grad;

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dataset_sources.h"
 #include "files.h"
 #include "pyjson.h"
 
@@ -78,7 +79,10 @@ Row scienceqa_row(const Row& p, const std::string& where) {
     options += (i ? " (" : "(") + std::string(1, static_cast<char>('A' + i)) + ") " + (*ch)[i].get<std::string>();
   }
   const std::string& hint = text_field(p, "hint", where);
-  std::string context = py_strip(hint).empty() ? "N/A" : hint;
+  // The seed: context = " ".join([hint, ""]).strip(), "N/A" when empty; the join only appends a space,
+  // which strip() removes again, so the context is the hint stripped of Python's whitespace.
+  std::string context = py_strip(hint + " ");
+  if (context.empty()) context = "N/A";
   std::string letter(1, static_cast<char>('A' + index));
 
   Row r = json::object();
@@ -129,10 +133,11 @@ DatasetDict prepare_scienceqa(const std::string& dataset_path, std::vector<Scien
       cnt.push_back(c);
     }
   } else {
-    // A save_to_disk copy of derek-thomas/ScienceQA.
-    if (fs::is_directory(root) && !fs::exists(root / "dataset_dict.json") && !fs::exists(root / "state.json"))
+    // A copy of derek-thomas/ScienceQA: save_to_disk, the datasets cache, parquet files, or its Hub id.
+    if (fs::is_directory(root) && !fs::exists(root / "dataset_dict.json") && !fs::exists(root / "state.json") &&
+        !is_datasets_cache_folder(root.string()) && !has_parquet_files(root.string()))
       throw std::runtime_error(dataset_path + ": neither a ScienceQA release folder (problems.json + pid_splits.json) "
-                               "nor a save_to_disk copy of derek-thomas/ScienceQA");
+                               "nor a copy of derek-thomas/ScienceQA (save_to_disk, datasets cache or parquet files)");
     DatasetDict in = load_dataset(dataset_path);
     for (const auto& [name, key] : splits) {
       if (!in.splits.count(name))

@@ -173,8 +173,9 @@ TEST(EvalScienceQA, ReferenceBinAdapterGivesSameOutputs) {
                                 "/ref.json --number_experts 2,3,4 --top_k 1,2,3 --lora_r " + dir + "/ranks.json");
   ASSERT_EQ(ref.exit_code, 0) << ref.err;
   EXPECT_EQ(mor::test::read_file(dir + "/ours.json"), mor::test::read_file(dir + "/ref.json"));
-  // Without the allocation the reference's folder cannot be read, and the error says so.
-  auto bad = mor::test::run_mor(common + " --mola_weights " + golden + "/adapter_ref --save_path " + dir + "/x.json");
+  // The reference's folder now needs no allocation flags (issue 10: they are read from its files, top-k
+  // defaulting to the reference's 2), but a flag that disagrees with the files fails and writes nothing.
+  auto bad = mor::test::run_mor(common + " --mola_weights " + golden + "/adapter_ref --save_path " + dir + "/x.json --lora_r 8");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("mor eval-scienceqa: error:"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(dir + "/x.json"));

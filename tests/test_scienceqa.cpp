@@ -167,3 +167,26 @@ TEST(ScienceQA, BadProblemsFailWithoutOutput) {
   EXPECT_NE(r.err.find("--dataset is required"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir + "/out"));
 }
+
+// Hints with leading/trailing whitespace of every kind Python's str.strip() removes (spaces, tabs,
+// newlines, NBSP, U+3000, U+001F, ...) and some it keeps (U+200B, U+FEFF): the context is the
+// stripped hint, byte for byte as scripts/scienceqa_hints_golden.py writes it with Debian's python3.
+TEST(ScienceQA, StrippedHintsGivePythonBytes) {
+  const std::string in = mor::test::source_dir() + "/tests/fixtures/scienceqa_hints";
+  std::string out = scratch_dir("sqa-hints") + "/out";
+  auto r = run_mor("prepare-scienceqa --dataset " + in + " --save_path " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("train: kept 4 of 5 problems"), std::string::npos) << r.out;
+  for (const char* split : kSplits) {
+    std::string name = std::string("scienceq_") + split + ".json";
+    EXPECT_EQ(read_file(out + "/" + name), read_file(in + "/expected/" + name)) << name;
+  }
+  // The fixture really exercises the rule: padded hints, stripped contexts, an all-space hint.
+  json train = json::parse(read_file(out + "/scienceq_train.json"));
+  EXPECT_EQ(train[0]["hint"], "  hint with spaces  ");
+  EXPECT_EQ(train[0]["instruction"].get<std::string>().rfind("Context: hint with spaces\nQuestion:", 0), 0u);
+  json val = json::parse(read_file(out + "/scienceq_validation.json"));
+  size_t na = 0;
+  for (const json& row : val) na += row["instruction"].get<std::string>().rfind("Context: N/A\n", 0) == 0;
+  EXPECT_EQ(na, 1u);
+}

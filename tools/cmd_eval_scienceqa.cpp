@@ -12,7 +12,7 @@ int mor::cmd_eval_scienceqa(int argc, char** argv) {
       "eval-scienceqa", "Batched greedy generation on a ScienceQA test set, answer extraction, accuracy JSON.", argc,
       argv,
       [&](CLI::App& app) {
-        add_opt(app, "test_dataset", o.test_dataset, "JSON list, .jsonl or .hf split with instruction, input, answer");
+        add_opt(app, "test_dataset", o.test_dataset, "JSON list, .jsonl, .hf, .parquet or Hub dataset id (HF caches) with instruction, input, answer");
         add_opt(app, "base_model", o.base_model, "model directory (Hugging Face layout) or Hub id in the local cache");
         add_opt(app, "mola_weights", o.mola_weights, "adapter folder (ours or the reference's adapter_model.bin)");
         add_opt(app, "save_path", o.save_path, "result file (written every 200 examples and at the end)");

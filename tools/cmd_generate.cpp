@@ -9,6 +9,7 @@
 #include "config.h"
 #include "generate.h"
 #include "llama.h"
+#include "reference_adapter.h"
 #include "tokenizer.h"
 
 namespace {
@@ -47,7 +48,7 @@ std::vector<Prompt> read_prompts_file(const std::string& path) {
 
 int mor::cmd_generate(int argc, char** argv) {
   std::string base_model, prompt, input, prompts_file, tmpl = "alpaca", device = "cpu", dtype = "auto";
-  std::string mola_weights;
+  std::string mola_weights, experts_top_k;
   int64_t max_new_tokens = 128, top_k = 40, batch_size = 1;
   double temperature = 0.0, top_p = 0.75;
   uint64_t seed = 42;
@@ -61,7 +62,10 @@ int mor::cmd_generate(int argc, char** argv) {
         add_opt(app, "input", input, "alpaca input (context) for --prompt");
         add_opt(app, "prompts_file", prompts_file, "one JSON string per line (or {\"instruction\", \"input\"})");
         add_opt(app, "template", tmpl, "alpaca | none | a template JSON file");
-        add_opt(app, "mola_weights", mola_weights, "MoLA adapter folder (ours, with mola_config.json)");
+        add_opt(app, "mola_weights", mola_weights, "MoLA adapter folder (ours, or the reference's: then give --experts_top_k)");
+        add_opt(app, "experts_top_k", experts_top_k,
+                "the adapter's experts used per token, per layer (--top_k of train/eval): needed for a reference "
+                "folder without mola_config.json, else checked against it");
         add_opt(app, "max_new_tokens", max_new_tokens, "tokens to generate per prompt");
         add_opt(app, "temperature", temperature, "0 = greedy");
         add_opt(app, "top_p", top_p, "nucleus sampling (with temperature > 0)");
@@ -91,8 +95,14 @@ int mor::cmd_generate(int argc, char** argv) {
         if (tok.vocab_size() > m->cfg.vocab_size)
           throw std::runtime_error(dir + ": tokenizer has " + std::to_string(tok.vocab_size()) + " pieces but the model only " +
                                    std::to_string(m->cfg.vocab_size));
-        // The allocation comes from the adapter folder's mola_config.json; here --top_k is sampling's.
-        if (!mola_weights.empty()) load_adapter(m, mola_weights);
+        // Here --top_k is sampling's; the experts' top-k is --experts_top_k (the rest comes from the folder).
+        if (!experts_top_k.empty() && mola_weights.empty()) throw std::runtime_error("--experts_top_k needs --mola_weights");
+        if (!mola_weights.empty()) {
+          GivenAllocationFlags given;
+          given.top_k_flag = "--experts_top_k";
+          if (!experts_top_k.empty()) given.top_k = experts_top_k;
+          load_adapter_folder(m, mola_weights, given);
+        }
         std::cerr << "mor generate: " << dir << ", " << describe_runtime(dev, dt, dtype) << "\n";
         m->eval();
         GenerateOptions o;

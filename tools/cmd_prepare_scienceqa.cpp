@@ -1,5 +1,6 @@
 // mor prepare-scienceqa: the seed's preparation_scienceqa_data.py. Reads the ScienceQA release
-// (problems.json + pid_splits.json) or a save_to_disk copy of derek-thomas/ScienceQA and writes
+// (problems.json + pid_splits.json) or a copy of derek-thomas/ScienceQA (save_to_disk, datasets cache,
+// Hub-cache parquet, by folder or Hub id) and writes
 // SAVE_PATH/science_qa.hf and SAVE_PATH/scienceq_{train,validation,test}.json.
 #include <iostream>
 
@@ -13,7 +14,7 @@ int mor::cmd_prepare_scienceqa(int argc, char** argv) {
       "prepare-scienceqa", "Prepare ScienceQA (problems without image) for MoLA training", argc, argv,
       [&](CLI::App& app) {
         add_opt(app, "dataset", dataset,
-                "ScienceQA release folder (problems.json + pid_splits.json) or save_to_disk copy of derek-thomas/ScienceQA")
+                "ScienceQA release folder (problems.json + pid_splits.json), or a copy of derek-thomas/ScienceQA: save_to_disk folder, parquet files, or the Hub id itself (found in the datasets cache, then the Hub cache)")
             ->required();
         add_opt(app, "save_path", save_path, "output folder");
       },

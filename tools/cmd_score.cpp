@@ -11,6 +11,7 @@
 #include "dataset.h"
 #include "examples.h"
 #include "llama.h"
+#include "reference_adapter.h"
 #include "tokenizer.h"
 
 int mor::cmd_score(int argc, char** argv) {
@@ -26,7 +27,7 @@ int mor::cmd_score(int argc, char** argv) {
         add_opt(app, "base_model", base_model, "model directory (Hugging Face layout) or Hub id in the local cache")
             ->required();
         add_opt(app, "mola_weights", mola_weights, "MoLA adapter directory (ours or the reference's)");
-        add_opt(app, "data_path", data_path, "dataset: .hf folder, .json list or .json/.jsonl lines")->required();
+        add_opt(app, "data_path", data_path, "dataset: .hf folder, .json list or .json/.jsonl lines, .parquet file or folder, or Hub dataset id (read from the HF caches)")->required();
         add_opt(app, "split", split, "split of a DatasetDict folder");
         add_opt(app, "prompt_template_name", prompt_template_name, "alpaca | none | a template JSON file");
         add_opt(app, "cutoff_len", cutoff_len, "tokens per example at most");
@@ -67,12 +68,7 @@ int mor::cmd_score(int argc, char** argv) {
         const torch::Dtype dt = parse_dtype(dtype, dev);
         auto model = load_llama(dir, dt, dev);
         if (!mola_weights.empty()) {
-          if (aflags.any_given()) {
-            auto flags = aflags.build(model->cfg);
-            load_adapter(model, mola_weights, &flags);
-          } else {
-            load_adapter(model, mola_weights, nullptr);
-          }
+          load_adapter_folder(model, mola_weights, given_flags(aflags));  // reference folders need --top_k
         }
         model->eval();
         torch::NoGradGuard ng;

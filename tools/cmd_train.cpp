@@ -11,7 +11,7 @@ int mor::cmd_train(int argc, char** argv) {
       "train", "Fine-tune a LLaMA model with MoLA adapters (the reference training recipe)", argc, argv,
       [&](CLI::App& app) {
         add_opt(app, "base_model", o.base_model, "model folder (config.json, model.safetensors, tokenizer.model) or Hub id in the local cache");
-        add_opt(app, "data_path", o.data_path, "dataset: save_to_disk folder (.hf) or .json/.jsonl");
+        add_opt(app, "data_path", o.data_path, "dataset: save_to_disk folder (.hf), .json/.jsonl, .parquet file or folder, or Hub dataset id (read from the HF caches)");
         add_opt(app, "output_dir", o.output_dir, "where checkpoints, logs and the final adapter go");
         add_opt(app, "batch_size", o.batch_size, "examples per optimizer step");
         add_opt(app, "micro_batch_size", o.micro_batch_size, "examples per forward/backward");

@@ -18,6 +18,7 @@ const Command kCommands[] = {
     {"eval-scienceqa", mor::cmd_eval_scienceqa, "batched greedy generation, answer extraction, accuracy JSON"},
     {"generate", mor::cmd_generate, "generate text for one prompt (greedy or sampled)"},
     {"score", mor::cmd_score, "per-example cross-entropy and balance loss on a dataset"},
+    {"download", mor::cmd_download, "download a Hub model or dataset into the Hugging Face cache (shared with Python)"},
     {"params", mor::cmd_params, "per-layer adapter allocation and trainable parameter count from config.json"},
 };
 
