@@ -435,16 +435,17 @@ Table read_parquet(const std::string& bytes, const std::string& name) {
       throw std::runtime_error(name + ": row group " + std::to_string(g) + " has " + std::to_string(rg.columns.size()) +
                                " column chunks, the schema has " + std::to_string(nleaves) + " leaf columns");
     if (rg.num_rows < 0) throw std::runtime_error(name + ": row group " + std::to_string(g) + " has " + std::to_string(rg.num_rows) + " rows");
+    if (nleaves == 0 && rg.num_rows > 0)  // rows without any column: nothing bounds their number
+      throw std::runtime_error(name + ": row group " + std::to_string(g) + " has " + std::to_string(rg.num_rows) + " rows but the schema has no columns");
     std::vector<Leaf> leaves;
     for (const Node& c : root.children) collect_leaves(c, leaves);
     for (size_t k = 0; k < nleaves; ++k) read_chunk(cr, rg.columns[k], leaves[k]);
     Assembler as(leaves, name);
     for (int64_t r = 0; r < rg.num_rows; ++r) {
-      if (nleaves) as.start_row(static_cast<size_t>(r));
+      as.start_row(static_cast<size_t>(r));
       json row = json::object();
       for (const Node& c : root.children) row[c.name] = c.repetition == kRepeated ? as.list(c, false) : as.value(c);
       t.rows.push_back(std::move(row));
-      if (!nleaves && r > 1000000) break;
     }
     as.finish();
   }

@@ -254,12 +254,21 @@ TEST(DatasetSources, ScienceQAFromFourSourcesIsIdentical) {
   env.set("HF_DATASETS_CACHE", root + "/empty");
   EXPECT_EQ(resolve_dataset("derek-thomas/ScienceQA"), snapshot);
 
-  // prepare_scienceqa: the same rows from all four.
+  // prepare_scienceqa: the same rows from all four, and the same bytes written.
   DatasetDict release = prepare_scienceqa(sqa_fixture());
-  expect_same(prepare_scienceqa(saved), release, "prepare from save_to_disk");
-  expect_same(prepare_scienceqa("derek-thomas/ScienceQA"), release, "prepare from the Hub cache");
+  write_scienceqa(release, root + "/lib-release");
+  std::vector<std::pair<std::string, DatasetDict>> prepared;
+  prepared.emplace_back("save_to_disk", prepare_scienceqa(saved));
+  prepared.emplace_back("hub cache", prepare_scienceqa("derek-thomas/ScienceQA"));
   env.set("HF_DATASETS_CACHE", root + "/dc");
-  expect_same(prepare_scienceqa("derek-thomas/ScienceQA"), release, "prepare from the datasets cache");
+  prepared.emplace_back("datasets cache", prepare_scienceqa("derek-thomas/ScienceQA"));
+  for (size_t k = 0; k < prepared.size(); ++k) {
+    expect_same(prepared[k].second, release, "prepare from " + prepared[k].first);
+    std::string out = root + "/lib-" + std::to_string(k);
+    write_scienceqa(prepared[k].second, out);
+    ASSERT_EQ(files_under(out), files_under(root + "/lib-release"));
+    for (const auto& n : files_under(out)) EXPECT_EQ(read_file(out + "/" + n), read_file(root + "/lib-release/" + n)) << prepared[k].first << ": " << n;
+  }
 
   // `mor prepare-scienceqa`: byte-identical output from each (the child inherits the environment).
   std::vector<std::pair<std::string, std::string>> runs = {
