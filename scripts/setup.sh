@@ -30,7 +30,7 @@ if [ "$INSTALL" = 1 ]; then
   $SUDO apt-get install -y --no-install-recommends \
     cmake g++ make ccache pkg-config \
     libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
-    libopenblas0-openmp python3-torch python3-sentencepiece
+    libopenblas0-openmp python3-torch python3-sentencepiece libpcre2-dev libicu-dev
   # Select the OpenMP build of OpenBLAS for all three names LibTorch loads (libblas.so.3, liblapack.so.3,
   # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
   # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
