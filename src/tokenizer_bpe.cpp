@@ -78,7 +78,7 @@ void BpeModel::load(const json& m, const std::string& where) {
   if (!vocab.is_object()) throw std::runtime_error(where + ": model \"vocab\" must be an object of token: id");
   int64_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() >= (1ull << 31))
+    if (!hf::is_index(it.value(), 1ll << 31))
       throw std::runtime_error(where + ": vocab id of '" + it.key() + "' is not a non-negative integer");
     const int64_t id = it.value().get<int64_t>();
     vocab_.emplace(it.key(), static_cast<int32_t>(id));
@@ -460,7 +460,7 @@ void load_added(JsonTokenizer& t, const json& j, const std::string& where) {
   const json& list = j.at("added_tokens");
   if (!list.is_array()) throw std::runtime_error(where + ": \"added_tokens\" must be a list");
   for (const auto& a : list) {
-    if (!a.is_object() || !a.contains("id") || !a.at("id").is_number_unsigned() || a.at("id").get<uint64_t>() >= (1ull << 31) ||
+    if (!a.is_object() || !a.contains("id") || !hf::is_index(a.at("id"), 1ll << 31) ||
         !a.contains("content") || !a.at("content").is_string())
       throw std::runtime_error(where + ": each added token needs a non-negative \"id\" and a string \"content\"");
     AddedToken k;

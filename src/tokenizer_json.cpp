@@ -189,6 +189,11 @@ void Regex::find_all(const std::string& s, std::vector<std::pair<size_t, size_t>
 
 // ---------------------------------------------------------------- JSON fields
 
+bool is_index(const json& v, int64_t limit) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() < static_cast<uint64_t>(limit);
+  return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < limit;
+}
+
 namespace {
 
 const json& need(const json& j, const char* key, const std::string& where) {
@@ -207,7 +212,7 @@ bool bool_of(const json& j, const char* key, bool dflt, const std::string& where
 }
 size_t count_of(const json& j, const char* key, const std::string& where) {
   const json& v = need(j, key, where);
-  if (!v.is_number_unsigned() || v.get<uint64_t>() > (1u << 20))
+  if (!is_index(v, 1 << 20))
     throw std::runtime_error(where + ": \"" + key + "\" must be a small non-negative integer");
   return v.get<size_t>();
 }
@@ -756,7 +761,7 @@ std::vector<int64_t> special_ids(const json& specials, const std::string& name, 
   const json& ids = array_of(specials.at(name), "ids", where + " special token " + name);
   std::vector<int64_t> out;
   for (const auto& i : ids) {
-    if (!i.is_number_unsigned()) throw std::runtime_error(where + ": special token " + name + " has a bad id");
+    if (!is_index(i, 1ll << 31)) throw std::runtime_error(where + ": special token " + name + " has a bad id");
     out.push_back(i.get<int64_t>());
   }
   return out;
@@ -807,7 +812,7 @@ SpecialTemplate parse_post_processor(const json& j, const std::string& where) {
   if (t == "BertProcessing" || t == "RobertaProcessing") {
     for (const char* k : {"cls", "sep"}) {
       const json& v = need(j, k, w);
-      if (!v.is_array() || v.size() != 2 || !v[1].is_number_unsigned())
+      if (!v.is_array() || v.size() != 2 || !is_index(v[1], 1ll << 31))
         throw std::runtime_error(w + ": \"" + k + "\" must be [token, id]");
       (std::string(k) == "cls" ? out.prefix : out.suffix).push_back(v[1].get<int64_t>());
     }

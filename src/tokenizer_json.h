@@ -24,6 +24,9 @@ std::string utf8_lossy(const std::string& bytes);
 bool is_unicode_space(uint32_t cp);  // Unicode White_Space (Rust's char::is_whitespace, regex \s)
 bool is_word_char(uint32_t cp);      // Rust regex's Unicode \w
 
+// A JSON integer (signed or unsigned) with 0 <= v < limit.
+bool is_index(const nlohmann::json& v, int64_t limit);
+
 // ---- GPT-2 byte-level alphabet ----
 const std::string& byte_to_unicode(uint8_t b);  // UTF-8 of the code point byte b stands for
 int unicode_to_byte(uint32_t cp);               // -1 when cp is not in the alphabet
