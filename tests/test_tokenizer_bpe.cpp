@@ -196,6 +196,10 @@ TEST(TokenizerBpe, EosIdsFromGenerationConfig) {
   // tokenizer.json is preferred over tokenizer.model, as transformers' AutoTokenizer does.
   test::write_file(d + "/tokenizer.model", "not a sentencepiece model");
   EXPECT_EQ(Tokenizer::load(d).kind(), TokenizerKind::Bpe);
+  EXPECT_EQ(Tokenizer::kind_of(d), TokenizerKind::Bpe);
+  EXPECT_EQ(Tokenizer::kind_of(d + "/tokenizer.model"), TokenizerKind::SentencePiece);
+  fs::remove(d + "/tokenizer.json");
+  EXPECT_EQ(Tokenizer::kind_of(d), TokenizerKind::SentencePiece);
 }
 
 TEST(TokenizerBpe, SplitBehaviours) {
