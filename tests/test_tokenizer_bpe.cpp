@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -293,9 +294,25 @@ TEST(TokenizerBpe, FuzzMutatedTokenizerJson) {
   std::mt19937 rng(1234);
   const char* kTokens[] = {"{", "}", "[", "]", ",", ":", "\"", "null", "true", "-1", "1e9", "\"type\"", "\"BPE\"", "\\", "\xFF", "(", "*"};
   int loaded = 0, refused = 0;
-  for (int iter = 0; iter < 300; ++iter) {
-    std::string s = seed;
-    const int edits = 1 + static_cast<int>(rng() % 4);
+  // Structural mutations: a random node of the parsed file replaced by a value of another shape.
+  auto mutate_tree = [&](json j) {
+    const json kValues[] = {nullptr, true, -1, 0, 70000, 1e300, "", "x", "▁", "(", json::array(), json::object(),
+                            json::array({"a", "b"}), json{{"type", "Sequence"}}};
+    for (int e = 0; e < 2; ++e) {  // nodes collected again after each change: a replaced subtree is gone
+      std::vector<json*> nodes;
+      std::function<void(json&)> walk = [&](json& n) {
+        nodes.push_back(&n);
+        if (n.is_structured() && !(n.is_object() && n.size() > 100))  // skip the vocabulary's entries
+          for (auto& c : n) walk(c);
+      };
+      walk(j);
+      *nodes[rng() % nodes.size()] = kValues[rng() % (sizeof(kValues) / sizeof(*kValues))];
+    }
+    return j.dump();
+  };
+  for (int iter = 0; iter < 400; ++iter) {
+    std::string s = iter % 2 ? mutate_tree(base) : seed;
+    const int edits = iter % 2 ? 0 : 1 + static_cast<int>(rng() % 4);
     for (int e = 0; e < edits && !s.empty(); ++e) {
       const size_t at = rng() % s.size();
       switch (rng() % 4) {
