@@ -39,9 +39,12 @@ class Tokenizer {
   std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const;
 
   // Skips special tokens (bos, eos, unk, pad ids); sentencepiece's own decoding (no leading space).
+  // tokenizer.json: the file's decoder over the ids, special added tokens skipped, no clean-up
+  // (transformers' decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)).
   std::string decode(const std::vector<int64_t>& ids) const;
   // Keeps special tokens as text (<s>, </s>, <unk>) and applies clean_up_tokenization_spaces,
-  // as transformers' LlamaTokenizer.batch_decode does by default.
+  // as transformers' LlamaTokenizer.batch_decode does by default (tokenizer.json: the fast tokenizer's
+  // decode with special tokens kept, clean-up as tokenizer_config.json says, default on).
   std::string decode_hf(const std::vector<int64_t>& ids) const;
 
   // transformers' clean_up_tokenization: " ." -> ".", " ?" -> "?", " !" -> "!", " ," -> ",", " ' " -> "'",
