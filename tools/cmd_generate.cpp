@@ -111,7 +111,7 @@ int mor::cmd_generate(int argc, char** argv) {
         o.top_p = top_p;
         o.top_k = top_k;
         o.seed = seed;
-        o.stop_ids = {tok.eos_id()};
+        o.stop_ids = tok.eos_ids();  // every EOS of generation_config.json
         for (size_t start = 0; start < prompts.size(); start += batch_size) {
           const size_t end = std::min(prompts.size(), start + static_cast<size_t>(batch_size));
           std::vector<std::vector<int64_t>> ids;
