@@ -370,7 +370,12 @@ DatasetDict load_dataset(const std::string& arg) {
     throw std::runtime_error(path + ": unsupported dataset file (expected a .json/.jsonl/.parquet file, a save_to_disk "
                              "folder, a folder of .parquet files or a Hub dataset id)");
   dd.split_names.push_back("train");
-  dd.splits["train"] = load_json(p);
+  try {
+    dd.splits["train"] = load_json(p);
+  } catch (const std::runtime_error& e) {  // column checks deep in the reader do not know the file
+    if (std::string(e.what()).rfind(path, 0) == 0) throw;
+    throw std::runtime_error(path + ": " + e.what());
+  }
   return dd;
 }
 

@@ -28,10 +28,15 @@ void check_layout(const SafetensorsHeader& h, uint64_t data_size, const std::str
   std::sort(ranges.begin(), ranges.end());
   uint64_t at = 0;
   std::string prev;
-  for (const auto& [r, name] : ranges) {
+  for (const auto& [r, name] : ranges) {  // overlaps first: an aliased tensor also leaves a gap elsewhere
     if (r.first < at)
       throw std::runtime_error(path_ + ": tensor '" + name + "': data [" + std::to_string(r.first) + ", " +
                                std::to_string(r.second) + ") overlaps tensor '" + prev + "' (ends at " + std::to_string(at) + ")");
+    if (r.second > at) at = r.second, prev = name;
+  }
+  at = 0;
+  prev.clear();
+  for (const auto& [r, name] : ranges) {
     if (r.first > at)
       throw std::runtime_error(path_ + ": tensor '" + name + "': data starts at " + std::to_string(r.first) + ", leaving a gap of " +
                                std::to_string(r.first - at) + " bytes after " + (prev.empty() ? "the header" : "tensor '" + prev + "'"));

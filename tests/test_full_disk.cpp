@@ -101,7 +101,8 @@ void expect_checkpoints_intact(const std::string& out, const std::string& ref_ou
     for (auto& f : fs::directory_iterator(ref_out + "/" + name)) {
       const std::string mine = e.path().string() + "/" + f.path().filename().string();
       ASSERT_TRUE(fs::exists(mine)) << "incomplete " << mine;
-      if (f.path().filename() == "trainer_state.json") continue;  // holds wall-clock figures
+      // trainer_state.json holds wall-clock figures, training_args.json the output_dir
+      if (f.path().filename() == "trainer_state.json" || f.path().filename() == "training_args.json") continue;
       EXPECT_TRUE(read_file(mine) == read_file(f.path().string())) << "changed: " << mine;
     }
   }
@@ -116,10 +117,11 @@ void expect_clean_failure(const RunResult& r, const std::string& cmd, const std:
   EXPECT_EQ(temporaries(dir), std::vector<std::string>{}) << "temporary files left";
 }
 
-std::string train_cmd(const std::string& model, const std::string& data, const std::string& out) {
+std::string train_cmd(const std::string& model, const std::string& data, const std::string& out,
+                      const std::string& shape = " --lora_r 4 --number_experts 2 --top_k 1 --max_steps 3") {
   return "train --base_model " + q(model) + " --data_path " + q(data) + " --output_dir " + q(out) +
-         " --batch_size 2 --micro_batch_size 2 --max_steps 3 --save_steps 1 --save_total_limit 0 --cutoff_len 32"
-         " --val_set_size 0 --lora_r 4 --number_experts 2 --top_k 1 --dtype float32 --threads 1 --seed 3";
+         " --batch_size 2 --micro_batch_size 2 --save_steps 1 --save_total_limit 0 --cutoff_len 32"
+         " --val_set_size 0 --dtype float32 --threads 1 --seed 3" + shape;
 }
 
 class FullDisk : public ::testing::Test {
@@ -200,10 +202,10 @@ TEST_F(FullDisk, RealTmpfsTraining) {
     ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
   } unmount{mnt};
   const std::string ref = base_ + "/ref";
-  const std::string args = train_cmd(model_, base_ + "/train.json", ref + "/out");
-  auto rr = run_mor(args + " --lora_r 16 --number_experts 4 --top_k 2 --max_steps 6");
+  const std::string big = " --lora_r 16 --number_experts 4 --top_k 2 --max_steps 6";
+  auto rr = run_mor(train_cmd(model_, base_ + "/train.json", ref + "/out", big));
   ASSERT_EQ(rr.exit_code, 0) << rr.err;
-  auto r = run_mor(train_cmd(model_, base_ + "/train.json", mnt + "/out") + " --lora_r 16 --number_experts 4 --top_k 2 --max_steps 6");
+  auto r = run_mor(train_cmd(model_, base_ + "/train.json", mnt + "/out", big));
   if (r.exit_code == 0) GTEST_SKIP() << "the run fit in 2 MiB; nothing to test";
   expect_clean_failure(r, "train", mnt);
   expect_checkpoints_intact(mnt + "/out", ref + "/out");
