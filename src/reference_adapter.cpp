@@ -246,7 +246,8 @@ Allocation infer_reference_allocation(const ModelConfig& cfg, const std::string&
   else if (g.default_top_k < 1)
     throw std::runtime_error(dir + " has no mola_config.json and the reference stores no top-k: pass " + g.top_k_flag +
                              " (one value, or one per layer; the reference's evaluation uses 2)");
-  for (auto& [path, s] : a.specs) {
+  for (const auto& path : a.module_paths()) {  // model order: the first problem is reported
+    ExpertSpec& s = a.specs.at(path);
     s.top_k = g.top_k ? topk.at(path)[0] : std::min(g.default_top_k, s.n_expert);
     if (s.top_k < 1) throw std::runtime_error(g.top_k_flag + ": " + path + ": " + std::to_string(s.top_k) + ", must be >= 1");
     if (s.top_k > s.n_expert)
