@@ -210,7 +210,7 @@ std::string resolve_dataset(const std::string& arg) {
     looked.insert(looked.end(), c.looked.begin(), c.looked.end());
   }
   std::string list;
-  for (const auto& l : looked) list += "\n  " + l;
+  for (const auto& l : looked) list += (list.empty() ? " " : "; ") + l;  // one line: main prints it after "error: "
   throw std::runtime_error(arg + ": no such file or folder, and no cached copy of the Hub dataset '" + arg +
                            "'; looked in:" + list);
 }
