@@ -212,7 +212,7 @@ std::string resolve_dataset(const std::string& arg) {
     looked.insert(looked.end(), c.looked.begin(), c.looked.end());
   }
   std::string list;
-  for (const auto& l : looked) list += "\n  " + l;
+  for (const auto& l : looked) list += (list.empty() ? " " : "; ") + l;  // one line: main prints it after "error: "
   // Not cached: download the repo's parquet files into the Hub cache (src/hub.h), then read them there.
   std::string failed;
   if (!hub_offline()) {
@@ -226,7 +226,7 @@ std::string resolve_dataset(const std::string& arg) {
       CacheLookup c = find_in_hub_cache(arg);
       return c.path.empty() ? snap : c.path;
     } catch (const std::exception& e) {
-      failed = std::string("\n  downloading it failed: ") + e.what();
+      failed = std::string("; downloading it failed: ") + e.what();
     }
   }  // offline (HF_HUB_OFFLINE=1): the caches are all there is
   throw std::runtime_error(arg + ": no such file or folder, and no cached copy of the Hub dataset '" + arg +

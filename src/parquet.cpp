@@ -221,6 +221,37 @@ void decode_data(Leaf& leaf, const PageHeader& h, const uint8_t* d, size_t n, co
   decode_values(h.encoding, leaf.node->type, d, n, present, leaf.values, ctx);
 }
 
+// One DATA_PAGE or DATA_PAGE_V2: its levels appended to the leaf, then its values.
+void read_data_page(Leaf& leaf, int codec, const PageHeader& h, const uint8_t* payload, size_t plen,
+                    const std::vector<json>* dict, const PageContext& ctx) {
+  size_t count = static_cast<size_t>(h.num_values), level_start = leaf.def.size();
+  if (h.type == kDataPage) {
+    std::string raw = decompress(codec, payload, plen, static_cast<size_t>(h.uncompressed_size), ctx);
+    const uint8_t* d = reinterpret_cast<const uint8_t*>(raw.data());
+    size_t n = raw.size(), at = 0;
+    if (leaf.max_rep > 0) at += read_levels_v1(d, n, leaf.max_rep, h.rep_encoding, count, leaf.rep, ctx, "repetition");
+    else leaf.rep.insert(leaf.rep.end(), count, 0);
+    if (leaf.max_def > 0) at += read_levels_v1(d + at, n - at, leaf.max_def, h.def_encoding, count, leaf.def, ctx, "definition");
+    else leaf.def.insert(leaf.def.end(), count, 0);
+    decode_data(leaf, h, d + at, n - at, dict, ctx, level_start);
+  } else if (h.type == kDataPageV2) {
+    if (h.rep_length < 0 || h.def_length < 0 || static_cast<size_t>(h.rep_length) + static_cast<size_t>(h.def_length) > plen)
+      ctx.fail("level lengths " + std::to_string(h.rep_length) + " + " + std::to_string(h.def_length) + " exceed the page's " + std::to_string(plen) + " bytes");
+    size_t levels = static_cast<size_t>(h.rep_length) + static_cast<size_t>(h.def_length);
+    if (static_cast<size_t>(h.uncompressed_size) < levels) ctx.fail("uncompressed page size is smaller than its levels");
+    if (leaf.max_rep > 0) read_levels(payload, static_cast<size_t>(h.rep_length), leaf.max_rep, count, leaf.rep, ctx, "repetition");
+    else leaf.rep.insert(leaf.rep.end(), count, 0);
+    if (leaf.max_def > 0) read_levels(payload + h.rep_length, static_cast<size_t>(h.def_length), leaf.max_def, count, leaf.def, ctx, "definition");
+    else leaf.def.insert(leaf.def.end(), count, 0);
+    size_t expected = static_cast<size_t>(h.uncompressed_size) - levels;
+    std::string raw = h.is_compressed ? decompress(codec, payload + levels, plen - levels, expected, ctx)
+                                      : decompress(kUncompressed, payload + levels, plen - levels, plen - levels, ctx);
+    decode_data(leaf, h, reinterpret_cast<const uint8_t*>(raw.data()), raw.size(), dict, ctx, level_start);
+  } else {
+    ctx.fail("unknown page type " + std::to_string(h.type));
+  }
+}
+
 void read_chunk(const ChunkReader& cr, const ColumnChunk& cc, Leaf& leaf) {
   const Node& node = *leaf.node;
   PageContext ctx{cr.file, node.path, 0};
@@ -267,32 +298,8 @@ void read_chunk(const ChunkReader& cr, const ColumnChunk& cc, Leaf& leaf) {
     uint64_t remaining = static_cast<uint64_t>(m.num_values) - seen;
     if (static_cast<uint64_t>(h.num_values) > remaining)
       ctx.fail("page has " + std::to_string(h.num_values) + " values but the column chunk has only " + std::to_string(remaining) + " left");
-    size_t count = static_cast<size_t>(h.num_values), level_start = leaf.def.size();
-    if (h.type == kDataPage) {
-      std::string raw = decompress(m.codec, payload, plen, static_cast<size_t>(h.uncompressed_size), ctx);
-      const uint8_t* d = reinterpret_cast<const uint8_t*>(raw.data());
-      size_t n = raw.size(), at = 0;
-      if (leaf.max_rep > 0) at += read_levels_v1(d, n, leaf.max_rep, h.rep_encoding, count, leaf.rep, ctx, "repetition");
-      else leaf.rep.insert(leaf.rep.end(), count, 0);
-      if (leaf.max_def > 0) at += read_levels_v1(d + at, n - at, leaf.max_def, h.def_encoding, count, leaf.def, ctx, "definition");
-      else leaf.def.insert(leaf.def.end(), count, 0);
-      decode_data(leaf, h, d + at, n - at, have_dict ? &dict : nullptr, ctx, level_start);
-    } else if (h.type == kDataPageV2) {
-      if (h.rep_length < 0 || h.def_length < 0 || static_cast<size_t>(h.rep_length) + static_cast<size_t>(h.def_length) > plen)
-        ctx.fail("level lengths " + std::to_string(h.rep_length) + " + " + std::to_string(h.def_length) + " exceed the page's " + std::to_string(plen) + " bytes");
-      size_t levels = static_cast<size_t>(h.rep_length) + static_cast<size_t>(h.def_length);
-      if (static_cast<size_t>(h.uncompressed_size) < levels) ctx.fail("uncompressed page size is smaller than its levels");
-      if (leaf.max_rep > 0) read_levels(payload, static_cast<size_t>(h.rep_length), leaf.max_rep, count, leaf.rep, ctx, "repetition");
-      else leaf.rep.insert(leaf.rep.end(), count, 0);
-      if (leaf.max_def > 0) read_levels(payload + h.rep_length, static_cast<size_t>(h.def_length), leaf.max_def, count, leaf.def, ctx, "definition");
-      else leaf.def.insert(leaf.def.end(), count, 0);
-      size_t expected = static_cast<size_t>(h.uncompressed_size) - levels;
-      std::string raw = h.is_compressed ? decompress(m.codec, payload + levels, plen - levels, expected, ctx)
-                                        : decompress(kUncompressed, payload + levels, plen - levels, plen - levels, ctx);
-      decode_data(leaf, h, reinterpret_cast<const uint8_t*>(raw.data()), raw.size(), have_dict ? &dict : nullptr, ctx, level_start);
-    } else {
-      ctx.fail("unknown page type " + std::to_string(h.type));
-    }
+    size_t count = static_cast<size_t>(h.num_values);
+    read_data_page(leaf, m.codec, h, payload, plen, have_dict ? &dict : nullptr, ctx);
     seen += count;
   }
 }

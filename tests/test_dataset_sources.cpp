@@ -109,9 +109,9 @@ TEST(DatasetSources, AnUncachedHubIdListsEveryPlaceLooked) {
   EnvGuard env;
   isolate(env, root);
   std::string e = error_of([] { load_dataset("derek-thomas/ScienceQA"); });
-  EXPECT_EQ(e, "derek-thomas/ScienceQA: no such file or folder, and no cached copy of the Hub dataset 'derek-thomas/ScienceQA'; looked in:\n  " +
-                   root + "/hf_home/datasets/derek-thomas___science_qa/{config}/{version}/{hash}/ (the datasets cache)\n  " +
-                   root + "/hf_home/datasets/derek-thomas___parquet/derek-thomas--ScienceQA-*/{version}/{hash}/ (older datasets versions)\n  " +
+  EXPECT_EQ(e, "derek-thomas/ScienceQA: no such file or folder, and no cached copy of the Hub dataset 'derek-thomas/ScienceQA'; looked in: " +
+                   root + "/hf_home/datasets/derek-thomas___science_qa/{config}/{version}/{hash}/ (the datasets cache); " +
+                   root + "/hf_home/datasets/derek-thomas___parquet/derek-thomas--ScienceQA-*/{version}/{hash}/ (older datasets versions); " +
                    root + "/hf_home/hub/datasets--derek-thomas--ScienceQA/snapshots/{refs/main}/ (the Hub cache)");
   // A path that is not an id stays a plain missing-file error.
   EXPECT_EQ(error_of([&] { load_dataset(root + "/nothing.parquet"); }), root + "/nothing.parquet: no such file or folder");
