@@ -30,11 +30,13 @@ if [ "$INSTALL" = 1 ]; then
   $SUDO apt-get install -y --no-install-recommends \
     cmake g++ make ccache pkg-config \
     libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
-    libopenblas0-openmp python3-torch python3-sentencepiece
+    libopenblas0-openmp python3-torch python3-sentencepiece zlib1g-dev
   # Select the OpenMP build of OpenBLAS for all three names LibTorch loads (libblas.so.3, liblapack.so.3,
   # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
   # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
   $SUDO bash bench/blas_choice.sh --select openmp || true
+  # Optional: headless Chromium for the `mor report` page test (it skips with a message without it).
+  $SUDO apt-get install -y --no-install-recommends chromium || true
 fi
 
 # The cross-check of our .arrow files with an independent reader (npm's apache-arrow); without it

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <stdexcept>
 
 #include "adapter.h"
@@ -17,6 +18,7 @@
 #include "cli.h"
 #include "config.h"
 #include "dataset.h"
+#include "eval_routing.h"
 #include "files.h"
 #include "generate.h"
 #include "llama.h"
@@ -250,8 +252,11 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
       load_adapter(model, opt.mola_weights);
     }
   }
+  opt.routing.apply_given(model);
   model->eval();
   torch::NoGradGuard no_grad;
+  std::unique_ptr<EvalRouterStats> router_stats;
+  if (opt.router_stats) router_stats = std::make_unique<EvalRouterStats>(model, rows);
 
   auto summary_json = [&](size_t n) {
     nlohmann::ordered_json data;
@@ -261,6 +266,7 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
     data["results"] = results;
     data["outputs"] = outputs;
     data["by_group"] = group_accuracy(rows, ok);
+    if (router_stats) data["router_stats"] = router_stats->to_json();
     return data;
   };
 
@@ -269,6 +275,11 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   for (size_t start = results.size(); start < rows.size();) {
     size_t end = std::min(rows.size(), start + static_cast<size_t>(opt.batch_size));
     std::vector<std::string> texts;
+    if (router_stats) {
+      std::vector<std::vector<int64_t>> prompt_ids;
+      for (size_t i = start; i < end; ++i) prompt_ids.push_back(tok.encode(prompts[i]));
+      router_stats->add(model, start, prompt_ids);
+    }
     if (opt.scoring == "logprob") {
       for (size_t i = start; i < end; ++i) texts.push_back(score_by_logprob(model, tok, prompts[i], option_count(rows[i])));
     } else {

@@ -9,6 +9,8 @@
 #include "config.h"
 #include "generate.h"
 #include "llama.h"
+#include "routing.h"
+#include "routing_cli.h"
 #include "tokenizer.h"
 
 namespace {
@@ -53,6 +55,7 @@ int mor::cmd_generate(int argc, char** argv) {
   uint64_t seed = 42;
   int threads = 0;
   bool json = false;
+  mor::RoutingFlags rflags;
   return run_command(
       "generate", "Generate text with a LLaMA-family model (greedy or sampled, KV cache, batched).", argc, argv,
       [&](CLI::App& app) {
@@ -62,6 +65,7 @@ int mor::cmd_generate(int argc, char** argv) {
         add_opt(app, "prompts_file", prompts_file, "one JSON string per line (or {\"instruction\", \"input\"})");
         add_opt(app, "template", tmpl, "alpaca | none | a template JSON file");
         add_opt(app, "mola_weights", mola_weights, "MoLA adapter folder (ours, with mola_config.json)");
+        add_routing_flags(app, rflags);  // override the routing mola_config.json recorded
         add_opt(app, "max_new_tokens", max_new_tokens, "tokens to generate per prompt");
         add_opt(app, "temperature", temperature, "0 = greedy");
         add_opt(app, "top_p", top_p, "nucleus sampling (with temperature > 0)");
@@ -93,6 +97,7 @@ int mor::cmd_generate(int argc, char** argv) {
                                    std::to_string(m->cfg.vocab_size));
         // The allocation comes from the adapter folder's mola_config.json; here --top_k is sampling's.
         if (!mola_weights.empty()) load_adapter(m, mola_weights);
+        rflags.apply_given(m);
         std::cerr << "mor generate: " << dir << ", " << describe_runtime(dev, dt, dtype) << "\n";
         m->eval();
         GenerateOptions o;

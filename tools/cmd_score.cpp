@@ -11,6 +11,8 @@
 #include "dataset.h"
 #include "examples.h"
 #include "llama.h"
+#include "routing.h"
+#include "routing_cli.h"
 #include "tokenizer.h"
 
 int mor::cmd_score(int argc, char** argv) {
@@ -20,6 +22,7 @@ int mor::cmd_score(int argc, char** argv) {
   int threads = 0;
   bool train_on_inputs = true, add_eos_token = true, obalance = false;
   AllocationFlags aflags;
+  RoutingFlags rflags;
   return run_command(
       "score", "Per-example cross-entropy and balance loss on a dataset (one JSON line per example)", argc, argv,
       [&](CLI::App& app) {
@@ -38,6 +41,7 @@ int mor::cmd_score(int argc, char** argv) {
         add_opt(app, "threads", threads, "CPU threads, 0 = all cores");
         add_opt(app, "dtype", dtype, "auto | float32 | bfloat16 | float16 (CUDA)");
         add_allocation_flags(app, aflags);
+        add_routing_flags(app, rflags);  // override the routing mola_config.json recorded
       },
       [&]() {
         set_threads(threads);
@@ -74,6 +78,7 @@ int mor::cmd_score(int argc, char** argv) {
             load_adapter(model, mola_weights, nullptr);
           }
         }
+        rflags.apply_given(model);
         model->eval();
         torch::NoGradGuard ng;
         double sum_ce = 0, sum_aux = 0, sum_loss = 0;
@@ -102,6 +107,7 @@ int mor::cmd_score(int argc, char** argv) {
             row["ce"] = ce[j].item<double>();
             row["aux"] = aux;
             row["loss"] = loss;
+            if (lp.z.defined()) row["z_loss"] = lp.z.item<double>();
             std::cout << row.dump() << "\n";
             sum_ce += ce[j].item<double>();
             sum_aux += aux;

@@ -18,6 +18,8 @@ const Command kCommands[] = {
     {"eval-scienceqa", mor::cmd_eval_scienceqa, "batched greedy generation, answer extraction, accuracy JSON"},
     {"generate", mor::cmd_generate, "generate text for one prompt (greedy or sampled)"},
     {"score", mor::cmd_score, "per-example cross-entropy and balance loss on a dataset"},
+    {"route", mor::cmd_route, "per-token expert choices and weights of every layer's router for a prompt"},
+    {"report", mor::cmd_report, "one self-contained HTML page: training curves, expert load, routing, eval accuracy"},
     {"params", mor::cmd_params, "per-layer adapter allocation and trainable parameter count from config.json"},
 };
 
