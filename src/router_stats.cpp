@@ -188,7 +188,8 @@ void RouterStatsLog::write(int64_t step, double epoch) {
   nlohmann::ordered_json j;
   j["step"] = step;
   j["epoch"] = std::round(epoch * 100) / 100;
-  for (auto& [k, v] : stats_.summary().to_json().items()) j[k] = v;
+  const auto summary = stats_.summary().to_json();  // a named value: items() must not outlive it
+  for (auto it = summary.begin(); it != summary.end(); ++it) j[it.key()] = it.value();
   lines_.push_back(j.dump());
   stats_.reset();
   std::string all;

@@ -206,16 +206,16 @@ TEST(RouterFlags, PerLayerValuesConfigRoundTripAndErrors) {
   auto err = [&](RoutingFlags h) { return test::error_of([&] { h.apply(alloc); }); };
   RoutingFlags bad;
   bad.router = "top_q";
-  EXPECT_EQ(err(bad), "--router: model.layers.0.self_attn.q_proj: 'top_q' is not a router (top_k or top_p)");
+  EXPECT_EQ(err(bad), "--router: model.layers.0.mlp.up_proj: 'top_q' is not a router (top_k or top_p)");
   bad = RoutingFlags{};
   bad.top_p = "1.5";
-  EXPECT_EQ(err(bad), "--router_top_p: model.layers.0.self_attn.q_proj: 1.5 is not in (0, 1]");
+  EXPECT_EQ(err(bad), "--router_top_p: model.layers.0.mlp.up_proj: 1.5 is not in (0, 1]");
   bad = RoutingFlags{};
   bad.z_loss = "0.1,0.2";
   EXPECT_EQ(err(bad), "--router_z_loss: expected one value or 3 comma-separated values (one per layer), got 2");
   bad = RoutingFlags{};
   bad.z_loss = "x";
-  EXPECT_EQ(err(bad), "--router_z_loss: model.layers.0.self_attn.q_proj: 'x' is not a number");
+  EXPECT_EQ(err(bad), "--router_z_loss: model.layers.0.mlp.up_proj: 'x' is not a number");
 }
 
 TEST(RouterZLoss, JoinsTheTrainingLossOnlyWhenOn) {
