@@ -37,6 +37,8 @@ if [ "$INSTALL" = 1 ]; then
   # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
   # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
   $SUDO bash bench/blas_choice.sh --select openmp || true
+  # Optional: headless Chromium for the `mor report` page test (it skips with a message without it).
+  $SUDO apt-get install -y --no-install-recommends chromium || true
 fi
 
 # The cross-check of our .arrow files with an independent reader (npm's apache-arrow); without it

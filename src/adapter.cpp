@@ -126,6 +126,25 @@ torch::Tensor aux_balance_loss(LlamaForCausalLM& model, const RouterLogits& rout
   return aux;
 }
 
+torch::Tensor z_loss_term(LlamaForCausalLM& model, const RouterLogits& router_logits) {
+  torch::Tensor total;
+  for (int64_t il = 0; il < int64_t(router_logits.size()); ++il) {
+    const auto& ls = router_logits[il];
+    std::vector<ExpertSpec> specs;
+    for (auto& m : model->layer_modules(il))
+      if (m->has_adapter()) specs.push_back(m->spec());
+    if (specs.size() != ls.size()) continue;  // aux_balance_loss reports the mismatch
+    torch::Tensor layer;
+    for (size_t i = 0; i < ls.size(); ++i) {
+      if (specs[i].z_loss == 0) continue;
+      auto t = router_z_loss(ls[i]) * (specs[i].z_loss / double(ls.size()));
+      layer = layer.defined() ? layer + t : t;
+    }
+    if (layer.defined()) total = total.defined() ? total + layer : layer;
+  }
+  return total;
+}
+
 LossParts compute_loss(LlamaForCausalLM& model, const torch::Tensor& logits, const torch::Tensor& labels,
                        const RouterLogits& router_logits, bool obalance) {
   const int64_t T = logits.size(1), V = logits.size(2);
@@ -135,6 +154,8 @@ LossParts compute_loss(LlamaForCausalLM& model, const torch::Tensor& logits, con
   p.ce = torch::nn::functional::cross_entropy(lg, lb, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
   p.aux = aux_balance_loss(model, router_logits);
   p.loss = obalance ? p.ce + kBalanceLossCoef * p.aux : p.ce;
+  p.z = z_loss_term(model, router_logits);
+  if (p.z.defined()) p.loss = p.loss + p.z;
   return p;
 }
 

@@ -33,6 +33,7 @@ struct LossParts {
   torch::Tensor loss;  // ce + 0.001 * aux when obalance, else ce
   torch::Tensor ce;    // float32 mean over tokens whose shifted label != -100
   torch::Tensor aux;   // sum over layers of the balance loss (float32; 0 without adapters)
+  torch::Tensor z;     // weighted router z-loss, already in `loss`; undefined when every z_loss is 0
 };
 constexpr double kBalanceLossCoef = 0.001;
 
@@ -43,6 +44,11 @@ LossParts compute_loss(LlamaForCausalLM& model, const torch::Tensor& logits, con
 torch::Tensor per_example_ce(const torch::Tensor& logits, const torch::Tensor& labels);
 // Sum over layers of the balance loss of their adapted modules.
 torch::Tensor aux_balance_loss(LlamaForCausalLM& model, const RouterLogits& router_logits);
+
+// Router z-loss term: sum over layers of the mean over the layer's adapted modules of
+// z_loss_m * router_z_loss(logits_m) (pads included, as in the balance loss). Undefined when every
+// module's z_loss is 0 (the default: the loss stays bit-identical).
+torch::Tensor z_loss_term(LlamaForCausalLM& model, const RouterLogits& router_logits);
 
 // Writes dir/adapter_model.safetensors (metadata {"format": "pt"}), dir/adapter_config.json (PEFT's
 // layout: sorted keys, indent 2) and dir/mola_config.json; each via a temporary file and rename.

@@ -5,6 +5,7 @@
 #include "config_sizes.h"
 
 #include "cli.h"
+#include "routing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -310,6 +311,10 @@ nlohmann::ordered_json Allocation::to_json() const {
     const auto& s = specs.at(p);
     mods[p] = {{"experts", s.n_expert}, {"top_k", s.top_k}, {"ranks", s.ranks},
                {"in_features", shapes.at(p).first}, {"out_features", shapes.at(p).second}};
+    // Routing beyond the reference's top-k only when chosen, so default files stay as they were.
+    if (s.router != "top_k") mods[p]["router"] = s.router;
+    if (s.router == "top_p") mods[p]["top_p"] = s.top_p;
+    if (s.z_loss != 0) mods[p]["z_loss"] = s.z_loss;
   }
   j["modules"] = mods;
   return j;
@@ -345,6 +350,11 @@ Allocation Allocation::from_json(const nlohmann::json& j, const std::string& sou
       s.ranks = m.at("ranks").get<std::vector<int64_t>>();
       s.lora_alpha = a.lora_alpha;
       s.lora_dropout = a.lora_dropout;
+      s.router = m.value("router", std::string("top_k"));
+      s.top_p = m.value("top_p", 0.8);
+      s.z_loss = m.value("z_loss", 0.0);
+      if ((s.router != "top_k" && s.router != "top_p") || !(s.top_p > 0 && s.top_p <= 1) || !(s.z_loss >= 0))
+        throw std::runtime_error("module '" + it.key() + "': invalid routing (router top_k|top_p, top_p in (0, 1], z_loss >= 0)");
       if (s.n_expert < 1 || s.top_k < 1 || s.top_k > s.n_expert || int64_t(s.ranks.size()) != s.n_expert)
         throw std::runtime_error("module '" + it.key() + "': inconsistent experts/top_k/ranks");
       check_spec_bounds(s, "module '" + it.key() + "'");
@@ -467,6 +477,11 @@ std::string Allocation::table() const {
     }
     os << "\n";
   }
+  bool routed = false;  // a routing line only when some module leaves the reference's top-k
+  for (const auto& [p, s] : specs) routed = routed || s.router != "top_k" || s.z_loss != 0;
+  if (routed)
+    for (int64_t il = 0; il < n_layer; ++il)
+      os << "routing layer " << il << ": " << cell(il, [](const ExpertSpec& s) { return routing_label(s); }) << "\n";
   os << "trainable parameters: " << with_commas(trainable_parameters()) << "\n";
   return os.str();
 }

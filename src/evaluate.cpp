@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <stdexcept>
 
 #include "adapter.h"
@@ -18,6 +19,7 @@
 #include "cli.h"
 #include "config.h"
 #include "dataset.h"
+#include "eval_routing.h"
 #include "files.h"
 #include "generate.h"
 #include "llama.h"
@@ -263,8 +265,11 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
     given.default_top_k = 2;  // evaluation_scienceqa.py's --top_k default, "2,2,...,2"
     load_adapter_folder(model, opt.mola_weights, given);
   }
+  opt.routing.apply_given(model);
   model->eval();
   torch::NoGradGuard no_grad;
+  std::unique_ptr<EvalRouterStats> router_stats;
+  if (opt.router_stats) router_stats = std::make_unique<EvalRouterStats>(model, rows);
 
   auto summary_json = [&](size_t n) {
     nlohmann::ordered_json data;
@@ -274,6 +279,7 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
     data["results"] = results;
     data["outputs"] = outputs;
     data["by_group"] = group_accuracy(rows, ok);
+    if (router_stats) data["router_stats"] = router_stats->to_json();
     return data;
   };
 
@@ -282,6 +288,11 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   for (size_t start = results.size(); start < rows.size();) {
     size_t end = std::min(rows.size(), start + static_cast<size_t>(opt.batch_size));
     std::vector<std::string> texts;
+    if (router_stats) {
+      std::vector<std::vector<int64_t>> prompt_ids;
+      for (size_t i = start; i < end; ++i) prompt_ids.push_back(tok.encode(prompts[i]));
+      router_stats->add(model, start, prompt_ids);
+    }
     if (opt.scoring == "logprob") {
       for (size_t i = start; i < end; ++i) texts.push_back(score_by_logprob(model, tok, prompts[i], option_count(rows[i])));
     } else {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "allocation.h"
+#include "routing.h"
 
 namespace mor {
 
@@ -21,6 +22,8 @@ struct EvalOptions {
   // Allocation flags: optional when the adapter folder records them (mola_config.json); when given
   // they must agree with it. The reference's adapters record no experts or top-k: then they are needed.
   AllocationFlags allocation;
+  RoutingFlags routing;       // explicitly given ones override what mola_config.json recorded
+  bool router_stats = false;  // router statistics per subject/grade/category in the result ("router_stats")
   int64_t batch_size = 8;
   int64_t max_new_tokens = 128;
   std::string scoring = "generate";  // generate | logprob

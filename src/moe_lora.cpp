@@ -4,6 +4,7 @@
 // Shapes: N tokens, I in, O out, E experts, K top-k, R = sum of ranks.
 #include "moe_lora.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -24,7 +25,7 @@ bool ExpertSpec::uniform_rank() const {
 
 bool ExpertSpec::operator==(const ExpertSpec& o) const {
   return n_expert == o.n_expert && top_k == o.top_k && ranks == o.ranks && lora_alpha == o.lora_alpha &&
-         lora_dropout == o.lora_dropout;
+         lora_dropout == o.lora_dropout && router == o.router && top_p == o.top_p && z_loss == o.z_loss;
 }
 
 // Routing shared by both paths: p = softmax(float32(logits)) [N, E]; top-k; renormalised weights in
@@ -35,6 +36,82 @@ static std::pair<torch::Tensor, torch::Tensor> route(const torch::Tensor& logits
   auto w = std::get<0>(top);
   w = w / w.sum(-1, /*keepdim=*/true);
   return {w.to(dt), std::get<1>(top)};
+}
+
+// Top-p routing: the K most probable experts, of which the prefix whose probability mass before it is
+// below top_p stays active (the first always does); weights renormalised over the active ones.
+static RouteResult route_top_p(const torch::Tensor& logits, const ExpertSpec& spec, torch::Dtype dt) {
+  RouteResult r;
+  r.probs = torch::softmax(logits.to(torch::kFloat32), -1);
+  auto top = torch::topk(r.probs, spec.top_k, -1);
+  auto v = std::get<0>(top);
+  r.index = std::get<1>(top);
+  auto vd = v.detach();
+  r.active = (vd.cumsum(-1) - vd) < spec.top_p;  // [N, K] mass strictly before each candidate
+  auto w = v * r.active.to(v.scalar_type());
+  r.weights = (w / w.sum(-1, /*keepdim=*/true)).to(dt);
+  return r;
+}
+
+RouteResult route_tokens(const torch::Tensor& logits, const ExpertSpec& spec, torch::Dtype dt) {
+  if (spec.router == "top_p") return route_top_p(logits, spec, dt);
+  RouteResult r;
+  r.probs = torch::softmax(logits.to(torch::kFloat32), -1);
+  auto top = torch::topk(r.probs, spec.top_k, -1);
+  auto w = std::get<0>(top);
+  r.weights = (w / w.sum(-1, /*keepdim=*/true)).to(dt);
+  r.index = std::get<1>(top);
+  r.active = torch::ones(r.index.sizes(), r.index.options().dtype(torch::kBool));
+  return r;
+}
+
+RouteResult route_tokens_reference(const torch::Tensor& logits, const ExpertSpec& spec, torch::Dtype dt) {
+  if (spec.router != "top_p") return route_tokens(logits, spec, dt);
+  const int64_t N = logits.size(0), E = logits.size(1), K = spec.top_k;
+  RouteResult r;
+  r.probs = torch::softmax(logits.to(torch::kFloat32), -1);
+  auto pc = r.probs.detach().to(torch::kCPU).contiguous();
+  auto acc = pc.accessor<float, 2>();
+  std::vector<int64_t> index(N * K);
+  std::vector<uint8_t> active(N * K);
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<int64_t> order(E);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return acc[n][a] > acc[n][b]; });
+    double mass = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      index[n * K + j] = order[j];
+      active[n * K + j] = mass < spec.top_p;
+      mass += acc[n][order[j]];
+    }
+  }
+  auto dev = logits.device();
+  r.index = torch::tensor(index, torch::kInt64).reshape({N, K}).to(dev);
+  r.active = torch::tensor(std::vector<int64_t>(active.begin(), active.end()), torch::kInt64).reshape({N, K}).to(dev).to(torch::kBool);
+  auto w = r.probs.gather(1, r.index) * r.active.to(torch::kFloat32);
+  r.weights = (w / w.sum(-1, /*keepdim=*/true)).to(dt);
+  return r;
+}
+
+static std::pair<torch::Tensor, torch::Tensor> weights_and_index(const RouteResult& r) { return {r.weights, r.index}; }
+
+torch::Tensor router_z_loss(const torch::Tensor& logits) {
+  auto lse = torch::logsumexp(logits.to(torch::kFloat32), -1);  // [N]
+  return (lse * lse).mean();
+}
+
+double router_z_loss_reference(const torch::Tensor& logits) {
+  auto c = logits.detach().to(torch::kFloat64).cpu().contiguous();
+  auto acc = c.accessor<double, 2>();
+  double total = 0;
+  for (int64_t n = 0; n < c.size(0); ++n) {
+    double mx = -INFINITY, s = 0;
+    for (int64_t e = 0; e < c.size(1); ++e) mx = std::max(mx, acc[n][e]);
+    for (int64_t e = 0; e < c.size(1); ++e) s += std::exp(acc[n][e] - mx);
+    const double lse = mx + std::log(s);
+    total += lse * lse;
+  }
+  return total / double(c.size(0));
 }
 
 torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
@@ -52,7 +129,7 @@ torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& we
     logits = torch::mm(x, router.to(dt).t());
     a = torch::mm(x_dropped, lora_A.to(dt).t());
   }
-  auto [w, idx] = route(logits, spec.top_k, dt);
+  auto [w, idx] = spec.router == "top_p" ? weights_and_index(route_tokens(logits, spec, dt)) : route(logits, spec.top_k, dt);
   // Dense gates [N, E]: the renormalised weight where selected, zero elsewhere.
   auto gates = torch::zeros({N, E}, x.options()).scatter(1, idx, w);
   if (spec.uniform_rank()) {
@@ -88,7 +165,8 @@ torch::Tensor mola_reference_forward(const torch::Tensor& x, const torch::Tensor
   const auto dt = x.scalar_type();
   auto y = torch::mm(x, weight.t());
   auto logits = torch::mm(x, router.to(dt).t());
-  auto [w, idx] = route(logits, spec.top_k, dt);
+  auto [w, idx] =
+      spec.router == "top_p" ? weights_and_index(route_tokens_reference(logits, spec, dt)) : route(logits, spec.top_k, dt);
   auto xd = x_dropped.defined() ? x_dropped : x;
   for (int64_t e = 0; e < spec.n_expert; ++e) {
     auto hit = (idx == e);                       // [N, K]
@@ -200,6 +278,17 @@ void MolaLinearImpl::add_adapter(const ExpertSpec& spec, torch::Generator* gen) 
   router = register_parameter("router", r.to(opts));
   lora_A = register_parameter("lora_A", a.to(opts));
   lora_B = register_parameter("lora_B", torch::zeros({out_features, spec.total_rank()}, opts));
+}
+
+void MolaLinearImpl::set_routing(const std::string& router_kind, double top_p, double z_loss) {
+  if (!has_adapter()) throw std::runtime_error("MolaLinear: set_routing without an adapter");
+  if (router_kind != "top_k" && router_kind != "top_p")
+    throw std::runtime_error("MolaLinear: router must be top_k or top_p, got '" + router_kind + "'");
+  if (!(top_p > 0 && top_p <= 1)) throw std::runtime_error("MolaLinear: top_p must be in (0, 1], got " + std::to_string(top_p));
+  if (!(z_loss >= 0)) throw std::runtime_error("MolaLinear: z_loss must be >= 0, got " + std::to_string(z_loss));
+  spec_.router = router_kind;
+  spec_.top_p = top_p;
+  spec_.z_loss = z_loss;
 }
 
 torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* router_logits) {

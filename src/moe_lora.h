@@ -17,6 +17,12 @@ struct ExpertSpec {
   std::vector<int64_t> ranks;  // r_e, size E
   double lora_alpha = 16.0;    // scaling of expert e = lora_alpha / r_e
   double lora_dropout = 0.05;
+  // Routing beyond the reference's top-k (see route_tokens): "top_k" (the default, the reference's
+  // numerics) or "top_p" (per token the smallest set of at most K experts whose probability mass
+  // reaches top_p); z_loss: coefficient of the router z-loss (ST-MoE), 0 = off.
+  std::string router = "top_k";
+  double top_p = 0.8;
+  double z_loss = 0.0;
 
   int64_t total_rank() const;  // R = sum r_e
   int64_t rank_offset(int64_t e) const;  // first row of expert e in the stacked A
@@ -42,6 +48,23 @@ torch::Tensor mola_reference_forward(const torch::Tensor& x, const torch::Tensor
                                      const torch::Tensor& router, const std::vector<torch::Tensor>& A,
                                      const std::vector<torch::Tensor>& B, const ExpertSpec& spec,
                                      const torch::Tensor& x_dropped = {}, torch::Tensor* router_logits_out = nullptr);
+
+// Routing of one module's tokens, as the fused and reference paths apply it.
+//   probs [N, E] float32 softmax of the logits; index [N, K] expert ids by descending probability;
+//   weights [N, K] in dtype dt, renormalised over the active experts (0 where inactive);
+//   active [N, K] bool: top_k = all K, top_p = the prefix whose mass before it is < top_p.
+struct RouteResult {
+  torch::Tensor probs, index, weights, active;
+};
+RouteResult route_tokens(const torch::Tensor& logits, const ExpertSpec& spec, torch::Dtype dt);
+// The same with the top-p set chosen by a plain per-token loop in double (weights keep autograd
+// through the float32 softmax), for tests and mola_reference_forward.
+RouteResult route_tokens_reference(const torch::Tensor& logits, const ExpertSpec& spec, torch::Dtype dt);
+
+// Router z-loss of one module (ST-MoE): mean over the N tokens of logsumexp_e(logits)^2 (float32 scalar,
+// differentiable). Pads count, as in the balance loss.
+torch::Tensor router_z_loss(const torch::Tensor& logits);
+double router_z_loss_reference(const torch::Tensor& logits);  // plain loops in double
 
 // Balance loss of one group of router logits sharing E and K (one layer in the reference):
 // logits [N_i, E] concatenated along tokens, p = softmax(float32), f = top-k counts / sum(counts),
@@ -75,6 +98,9 @@ class MolaLinearImpl : public torch::nn::Module {
   void add_adapter(const ExpertSpec& spec, torch::Generator* gen = nullptr);
   bool has_adapter() const { return spec_.n_expert > 0; }
   const ExpertSpec& spec() const { return spec_; }
+  // Replaces the routing choice (router, top_p, z_loss) of the attached adapter, e.g. an inference-time
+  // override; throws without an adapter or for an invalid choice.
+  void set_routing(const std::string& router, double top_p, double z_loss);
 
   // x [..., I] -> [..., O]. When an adapter is present and `router_logits` is non-null, pushes this
   // module's router logits [N, E] (graph-attached, x's dtype) for the balance loss.

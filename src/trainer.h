@@ -12,6 +12,7 @@
 
 #include "examples.h"
 #include "llama.h"
+#include "routing.h"
 
 namespace mor {
 
@@ -41,6 +42,8 @@ struct TrainOptions {
   int threads = 0;
   bool gradient_checkpointing = false;
   int64_t max_steps = -1;  // > 0 overrides num_epochs (as TrainingArguments.max_steps)
+  RoutingFlags routing;     // --router, --router_top_p, --router_z_loss (per layer, into mola_config.json)
+  bool report = false;      // write output_dir/report.html at the end (mor report)
 };
 
 // Learning-rate factor for optimizer step s (from 0): s/warmup while s < warmup, else

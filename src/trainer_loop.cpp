@@ -26,6 +26,8 @@
 #include "dataset.h"
 #include "files.h"
 #include "grad_checkpoint.h"
+#include "report.h"
+#include "router_stats.h"
 #include "trainer.h"
 
 namespace fs = std::filesystem;
@@ -157,6 +159,7 @@ Prepared prepare(const TrainOptions& in) {
   }
   p.alloc = Allocation::from_flags(p.cfg, o.lora_target_modules, o.number_experts, o.lora_r, o.top_k, o.lora_alpha,
                                    o.lora_dropout);
+  o.routing.apply(p.alloc);
 
   // Data: load, split, tokenize (cheap next to the model).
   DatasetDict dd = load_dataset(o.data_path);
@@ -230,6 +233,7 @@ json args_json(const TrainOptions& o) {
               {"lora_target_modules", o.lora_target_modules}, {"train_on_inputs", o.train_on_inputs},
               {"add_eos_token", o.add_eos_token}, {"group_by_length", o.group_by_length}, {"obalance", o.obalance},
               {"prompt_template_name", o.prompt_template_name}, {"warmup_steps", o.warmup_steps},
+              {"router", o.routing.router}, {"router_top_p", o.routing.top_p}, {"router_z_loss", o.routing.z_loss},
               {"logging_steps", o.logging_steps}, {"eval_steps", o.eval_steps}, {"save_steps", o.save_steps},
               {"save_total_limit", o.save_total_limit}, {"weight_decay", o.weight_decay},
               {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed}, {"lr_scheduler", o.lr_scheduler},
@@ -344,6 +348,9 @@ int run_training(const TrainOptions& opt_in) {
   }
   fs::create_directories(out);
   write_file_atomic((out / "training_args.json").string(), args_json(o).dump(2) + "\n");
+  // Router statistics of each logging window (on the device until the log line).
+  RouterStatsLog router_log(model, (out / "router_stats.jsonl").string(),
+                            p.resume.kind == ResumeKind::Full ? st.global_step : -1);
 
   const bool tty = isatty(fileno(stderr));
   SignalScope signals;
@@ -393,7 +400,8 @@ int run_training(const TrainOptions& opt_in) {
   };
 
   // Accumulators between logs.
-  double log_loss = 0, log_aux = 0;
+  double log_loss = 0, log_aux = 0, log_z = 0;
+  bool any_z = false;
   int64_t log_steps = 0, log_tokens = 0;
   double log_seconds = 0;
   const auto t_start = std::chrono::steady_clock::now();
@@ -415,7 +423,7 @@ int run_training(const TrainOptions& opt_in) {
       order_epoch = epoch;
     }
     torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step));
-    double step_loss = 0, step_aux = 0;
+    double step_loss = 0, step_aux = 0, step_z = 0;
     int64_t step_tokens = 0;
     for (int64_t m = 0; m < plan.micro_per_step; ++m) {
       const int64_t mi = sie * plan.micro_per_step + m;
@@ -430,11 +438,16 @@ int run_training(const TrainOptions& opt_in) {
       a.router_logits = &rl;
       auto logits = o.gradient_checkpointing ? forward_checkpointed(model, a) : model->forward(a);  // [B, T, V] f32
       LossParts lp = compute_loss(model, logits, b.labels.to(p.device), rl, o.obalance);
+      router_log.add(rl, a.attention_mask);
       torch::Tensor scaled = lp.loss / static_cast<double>(plan.accum);
       if (fp16) scaled = scaled * loss_scale;
       scaled.backward();
       step_loss += lp.loss.item<double>() / static_cast<double>(plan.accum);
       step_aux += lp.aux.defined() ? lp.aux.item<double>() / static_cast<double>(plan.micro_per_step) : 0.0;
+      if (lp.z.defined()) {
+        any_z = true;
+        step_z += lp.z.item<double>() / static_cast<double>(plan.micro_per_step);
+      }
       step_tokens += b.attention_mask.sum().item<int64_t>();
     }
     bool skip = false;
@@ -472,6 +485,7 @@ int run_training(const TrainOptions& opt_in) {
                static_cast<double>((sie + 1) * plan.micro_per_step) / static_cast<double>(plan.n_micro);
     log_loss += step_loss;
     log_aux += step_aux;
+    log_z += step_z;
     log_tokens += step_tokens;
     ++log_steps;
     log_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -491,6 +505,7 @@ int run_training(const TrainOptions& opt_in) {
              {"epoch", std::round(st.epoch * 100) / 100}, {"step", st.global_step},
              {"aux_loss", log_aux / log_steps}, {"grad_norm", grad_norm},
              {"tokens_per_second", log_seconds > 0 ? log_tokens / log_seconds : 0.0}};
+      if (any_z) e["z_loss"] = log_z / log_steps;
       st.log_history.push_back(e);
       std::ostringstream ss;
       ss << "step " << st.global_step << "/" << p.total_steps << " | epoch " << std::fixed << std::setprecision(2)
@@ -499,9 +514,10 @@ int run_training(const TrainOptions& opt_in) {
          << std::setprecision(4) << grad_norm << " | " << std::setprecision(0)
          << (log_seconds > 0 ? log_tokens / log_seconds : 0.0) << " tok/s";
       emit(ss.str());
-      log_loss = log_aux = log_seconds = 0;
+      log_loss = log_aux = log_z = log_seconds = 0;
       log_steps = log_tokens = 0;
       write_logs(out, st, p);
+      router_log.write(st.global_step, st.epoch);
     }
     if (!p.val.empty() && st.global_step % o.eval_steps == 0) {
       double vl = evaluate_loss(model, p.val, o.eval_batch_size, o.obalance);
@@ -536,6 +552,7 @@ int run_training(const TrainOptions& opt_in) {
                                 {"epoch", std::round(st.epoch * 100) / 100}, {"step", st.global_step},
                                 {"peak_rss_mb", peak_rss_mb()}});
   write_logs(out, st, p);
+  if (o.report) std::cout << "mor train: report written to " << write_report({out.string(), {}, ""}) << "\n";
   std::cout << "mor train: done, " << st.global_step << " steps; adapter written to " << out.string()
             << "; peak memory " << peak_rss_mb() << " MB\n";
   return 0;

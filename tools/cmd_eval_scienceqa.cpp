@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "evaluate.h"
+#include "routing_cli.h"
 
 int mor::cmd_eval_scienceqa(int argc, char** argv) {
   EvalOptions o;
@@ -17,6 +18,9 @@ int mor::cmd_eval_scienceqa(int argc, char** argv) {
         add_opt(app, "mola_weights", o.mola_weights, "adapter folder (ours or the reference's adapter_model.bin)");
         add_opt(app, "save_path", o.save_path, "result file (written every 200 examples and at the end)");
         add_allocation_flags(app, o.allocation);  // optional; must agree with the adapter folder
+        add_routing_flags(app, o.routing);        // optional; overrides the recorded routing
+        add_bool(app, "router_stats", o.router_stats,
+                 "record router statistics (prompt tokens) per subject/grade/category in the result's router_stats");
         add_opt(app, "batch_size", o.batch_size, "prompts per batch (left-padded)");
         add_opt(app, "max_new_tokens", o.max_new_tokens, "tokens generated per prompt at most");
         add_opt(app, "scoring", o.scoring, "generate (the reference) or logprob (best option by log-probability)");

@@ -10,6 +10,8 @@
 #include "generate.h"
 #include "llama.h"
 #include "reference_adapter.h"
+#include "routing.h"
+#include "routing_cli.h"
 #include "tokenizer.h"
 
 namespace {
@@ -54,6 +56,7 @@ int mor::cmd_generate(int argc, char** argv) {
   uint64_t seed = 42;
   int threads = 0;
   bool json = false;
+  mor::RoutingFlags rflags;
   return run_command(
       "generate", "Generate text with a LLaMA-family model (greedy or sampled, KV cache, batched).", argc, argv,
       [&](CLI::App& app) {
@@ -66,6 +69,7 @@ int mor::cmd_generate(int argc, char** argv) {
         add_opt(app, "experts_top_k", experts_top_k,
                 "the adapter's experts used per token, per layer (--top_k of train/eval): needed for a reference "
                 "folder without mola_config.json, else checked against it");
+        add_routing_flags(app, rflags);  // override the routing mola_config.json recorded
         add_opt(app, "max_new_tokens", max_new_tokens, "tokens to generate per prompt");
         add_opt(app, "temperature", temperature, "0 = greedy");
         add_opt(app, "top_p", top_p, "nucleus sampling (with temperature > 0)");
@@ -103,6 +107,7 @@ int mor::cmd_generate(int argc, char** argv) {
           if (!experts_top_k.empty()) given.top_k = experts_top_k;
           load_adapter_folder(m, mola_weights, given);
         }
+        rflags.apply_given(m);
         std::cerr << "mor generate: " << dir << ", " << describe_runtime(dev, dt, dtype) << "\n";
         m->eval();
         GenerateOptions o;

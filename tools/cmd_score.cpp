@@ -12,6 +12,8 @@
 #include "examples.h"
 #include "llama.h"
 #include "reference_adapter.h"
+#include "routing.h"
+#include "routing_cli.h"
 #include "tokenizer.h"
 
 int mor::cmd_score(int argc, char** argv) {
@@ -21,6 +23,7 @@ int mor::cmd_score(int argc, char** argv) {
   int threads = 0;
   bool train_on_inputs = true, add_eos_token = true, obalance = false;
   AllocationFlags aflags;
+  RoutingFlags rflags;
   return run_command(
       "score", "Per-example cross-entropy and balance loss on a dataset (one JSON line per example)", argc, argv,
       [&](CLI::App& app) {
@@ -39,6 +42,7 @@ int mor::cmd_score(int argc, char** argv) {
         add_opt(app, "threads", threads, "CPU threads, 0 = all cores");
         add_opt(app, "dtype", dtype, "auto | float32 | bfloat16 | float16 (CUDA)");
         add_allocation_flags(app, aflags);
+        add_routing_flags(app, rflags);  // override the routing mola_config.json recorded
       },
       [&]() {
         set_threads(threads);
@@ -70,6 +74,7 @@ int mor::cmd_score(int argc, char** argv) {
         if (!mola_weights.empty()) {
           load_adapter_folder(model, mola_weights, given_flags(aflags));  // reference folders need --top_k
         }
+        rflags.apply_given(model);
         model->eval();
         torch::NoGradGuard ng;
         double sum_ce = 0, sum_aux = 0, sum_loss = 0;
@@ -98,6 +103,7 @@ int mor::cmd_score(int argc, char** argv) {
             row["ce"] = ce[j].item<double>();
             row["aux"] = aux;
             row["loss"] = loss;
+            if (lp.z.defined()) row["z_loss"] = lp.z.item<double>();
             std::cout << row.dump() << "\n";
             sum_ce += ce[j].item<double>();
             sum_aux += aux;

@@ -2,6 +2,7 @@
 // src/trainer.h. Flags keep the Python names (and dashed spellings) and the reference's defaults.
 #include "cli.h"
 #include "commands.h"
+#include "routing_cli.h"
 #include "trainer.h"
 
 int mor::cmd_train(int argc, char** argv) {
@@ -47,6 +48,8 @@ int mor::cmd_train(int argc, char** argv) {
         add_opt(app, "device", o.device, "cpu, cuda, cuda:N");
         add_opt(app, "threads", o.threads, "CPU threads (0 = all cores)");
         add_bool(app, "gradient_checkpointing", o.gradient_checkpointing, "recompute decoder layers in backward");
+        add_routing_flags(app, o.routing);
+        add_bool(app, "report", o.report, "write output_dir/report.html (mor report) at the end");
         // Accepted for command-line compatibility with the reference script; mor does not report to wandb.
         static std::string wandb_project, wandb_run_name, wandb_watch, wandb_log_model;
         add_opt(app, "wandb_project", wandb_project, "ignored (compatibility)");

@@ -11,5 +11,7 @@ int cmd_train(int argc, char** argv);             // tools/cmd_train.cpp
 int cmd_eval_scienceqa(int argc, char** argv);    // tools/cmd_eval_scienceqa.cpp
 int cmd_quickstart(int argc, char** argv);        // tools/cmd_quickstart.cpp
 int cmd_download(int argc, char** argv);          // tools/cmd_download.cpp
+int cmd_route(int argc, char** argv);             // tools/cmd_route.cpp
+int cmd_report(int argc, char** argv);            // tools/cmd_report.cpp
 std::string build_info();  // `mor --version`: LibTorch version, CUDA, CPU bf16 (src/cli.cpp)
 }  // namespace mor

@@ -19,6 +19,8 @@ const Command kCommands[] = {
     {"generate", mor::cmd_generate, "generate text for one prompt (greedy or sampled)"},
     {"score", mor::cmd_score, "per-example cross-entropy and balance loss on a dataset"},
     {"download", mor::cmd_download, "download a Hub model or dataset into the Hugging Face cache (shared with Python)"},
+    {"route", mor::cmd_route, "per-token expert choices and weights of every layer's router for a prompt"},
+    {"report", mor::cmd_report, "one self-contained HTML page: training curves, expert load, routing, eval accuracy"},
     {"params", mor::cmd_params, "per-layer adapter allocation and trainable parameter count from config.json"},
 };
 
