@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "arch.h"
 #include "files.h"
 #include "safetensors.h"
 
@@ -27,14 +28,16 @@ std::string shape_str(c10::IntArrayRef s) {
   return out + "]";
 }
 
-// Visits every module of the model with its HF path and short name.
+// Visits every projection of the model (the architecture table's, in module order) with its HF path
+// and short name; the module is looked up by that name.
 template <typename F>
 void for_each_module(LlamaForCausalLM& model, F f) {
-  const auto& names = Allocation::known_modules();
-  for (int64_t il = 0; il < model->cfg.n_layer; ++il) {
-    auto mods = model->layer_modules(il);
-    for (size_t m = 0; m < mods.size() && m < names.size(); ++m) f(il, names[m], Allocation::module_path(il, names[m]), mods[m]);
-  }
+  const ArchInfo& arch = arch_of(model->cfg);
+  for (int64_t il = 0; il < model->cfg.n_layer; ++il)
+    for (const auto& p : arch.projections) {
+      MolaLinear m = model->projection(il, p.name);
+      f(il, p.name, Allocation::module_path(il, p.name), m);
+    }
 }
 
 // An adapter weight must be a floating tensor (F32/F16/BF16/F64: an integer tensor copied in would
@@ -54,6 +57,9 @@ void attach_adapters(LlamaForCausalLM& model, const Allocation& alloc, uint64_t 
   if (alloc.n_layer != model->cfg.n_layer)
     throw std::runtime_error("allocation has " + std::to_string(alloc.n_layer) + " layers, the model " +
                              std::to_string(model->cfg.n_layer));
+  if (!alloc.model_type.empty() && alloc.model_type != model->cfg.model_type)
+    throw std::runtime_error("the adapter was made for a " + alloc.model_type + " base, the model is " +
+                             model->cfg.model_type + " (" + model->cfg.architecture + ")");
   torch::Generator gen = at::detail::createCPUGenerator(seed);
   for_each_module(model, [&](int64_t, const std::string&, const std::string& path, MolaLinear& m) {
     if (!alloc.specs.count(path)) return;
@@ -265,6 +271,9 @@ Allocation load_adapter(LlamaForCausalLM& model, const std::string& dir, const A
     throw std::runtime_error(dir + " has no mola_config.json (a reference adapter stores no expert counts or "
                              "top-k): pass --number_experts, --lora_r, --top_k and --lora_target_modules");
   }
+  if (!alloc.model_type.empty() && alloc.model_type != model->cfg.model_type)
+    throw std::runtime_error(mola_cfg + ": the adapter was made for a " + alloc.model_type + " base, the model is " +
+                             model->cfg.model_type + " (" + model->cfg.architecture + ")");
   std::string wpath = dir + "/adapter_model.safetensors";
   if (!fs::exists(wpath)) wpath = dir + "/adapter_model.bin";
   if (!fs::exists(wpath)) throw std::runtime_error(dir + ": neither adapter_model.safetensors nor adapter_model.bin found");

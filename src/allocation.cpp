@@ -4,6 +4,7 @@
 
 #include "config_sizes.h"
 
+#include "arch.h"
 #include "cli.h"
 #include "routing.h"
 
@@ -154,25 +155,15 @@ std::string join_ints(const std::vector<int64_t>& v, const std::string& sep) {
 
 }  // namespace
 
-const std::vector<std::string>& Allocation::known_modules() {
-  static const std::vector<std::string> m = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return m;
-}
+const std::vector<std::string>& Allocation::known_modules() { return projection_names_all(); }
 
-std::string Allocation::module_path(int64_t il, const std::string& name) {
-  bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
-  return "model.layers." + std::to_string(il) + (attn ? ".self_attn." : ".mlp.") + name;
-}
+std::string Allocation::module_path(int64_t il, const std::string& name) { return projection_module_path(il, name); }
 
 std::pair<int64_t, int64_t> Allocation::module_shape(const ModelConfig& cfg, const std::string& name) {
-  const int64_t C = cfg.hidden_size, F = cfg.intermediate_size, D = cfg.head_dim();
-  const int64_t Hkv = cfg.n_head_kv > 0 ? cfg.n_head_kv : cfg.n_head;
-  if (name == "q_proj") return {C, cfg.n_head * D};
-  if (name == "k_proj" || name == "v_proj") return {C, Hkv * D};
-  if (name == "o_proj") return {cfg.n_head * D, C};
-  if (name == "gate_proj" || name == "up_proj") return {C, F};
-  if (name == "down_proj") return {F, C};
-  throw std::runtime_error("unknown module '" + name + "'");
+  const auto& names = known_modules();
+  if (std::find(names.begin(), names.end(), name) == names.end())
+    throw std::runtime_error("unknown module '" + name + "'");
+  return arch_of(cfg).shape(cfg, name);
 }
 
 Allocation Allocation::from_flags(const ModelConfig& cfg, const std::string& target_modules,
@@ -180,6 +171,7 @@ Allocation Allocation::from_flags(const ModelConfig& cfg, const std::string& tar
                                   const std::string& top_k, double lora_alpha, double lora_dropout) {
   Allocation a;
   a.n_layer = cfg.n_layer;
+  a.model_type = cfg.model_type;
   a.lora_alpha = lora_alpha;
   a.lora_dropout = lora_dropout;
   if (cfg.n_layer < 1) throw std::runtime_error("model config has no layers");
@@ -303,6 +295,7 @@ nlohmann::ordered_json Allocation::to_json() const {
   j["format"] = "mor-mola-allocation";
   j["version"] = 1;
   j["num_hidden_layers"] = n_layer;
+  if (!model_type.empty()) j["model_type"] = model_type;
   j["target_modules"] = target_modules;
   j["lora_alpha"] = lora_alpha;
   j["lora_dropout"] = lora_dropout;
@@ -336,6 +329,7 @@ Allocation Allocation::from_json(const nlohmann::json& j, const std::string& sou
   try {
     if (j.value("format", "") != "mor-mola-allocation") throw std::runtime_error("not a mor allocation (format)");
     a.n_layer = j.at("num_hidden_layers").get<int64_t>();
+    if (j.contains("model_type")) a.model_type = j.at("model_type").get<std::string>();  // absent in older files
     a.target_modules = j.at("target_modules").get<std::vector<std::string>>();
     a.lora_alpha = j.at("lora_alpha").get<double>();
     a.lora_dropout = j.at("lora_dropout").get<double>();
@@ -380,6 +374,8 @@ Allocation Allocation::from_json(const nlohmann::json& j, const std::string& sou
 
 std::string Allocation::difference(const Allocation& o) const {
   if (n_layer != o.n_layer) return "layers " + std::to_string(n_layer) + " vs " + std::to_string(o.n_layer);
+  if (!model_type.empty() && !o.model_type.empty() && model_type != o.model_type)
+    return "model_type " + model_type + " vs " + o.model_type;
   auto sorted = [](std::vector<std::string> v) { std::sort(v.begin(), v.end()); return v; };
   if (sorted(target_modules) != sorted(o.target_modules)) return "target modules differ";
   if (lora_alpha != o.lora_alpha) return "lora_alpha " + std::to_string(lora_alpha) + " vs " + std::to_string(o.lora_alpha);
@@ -429,9 +425,10 @@ std::string with_commas(int64_t v) {
 int64_t base_parameters(const ModelConfig& cfg) {
   checked_base_parameters(cfg, "config.json");  // throws rather than wrap
   int64_t per_layer = 2 * cfg.hidden_size;  // two RMSNorms
-  for (const auto& m : Allocation::known_modules()) {
-    auto [in, out] = Allocation::module_shape(cfg, m);
-    per_layer += in * out;
+  const ArchInfo& arch = arch_of(cfg);
+  for (const auto& p : arch.projections) {
+    auto [in, out] = arch.shape(cfg, p.name);
+    per_layer += in * out + (p.bias ? out : 0);
   }
   int64_t n = cfg.n_layer * per_layer + cfg.vocab_size * cfg.hidden_size + cfg.hidden_size;
   if (!cfg.tie_word_embeddings) n += cfg.vocab_size * cfg.hidden_size;

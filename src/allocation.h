@@ -39,6 +39,7 @@ void add_allocation_flags(CLI::App& app, AllocationFlags& flags);
 
 struct Allocation {
   int64_t n_layer = 0;
+  std::string model_type;  // the base's config.json model_type (llama, mistral, qwen2); "" when unknown
   std::vector<std::string> target_modules;  // short names as given: q_proj, v_proj, ...
   double lora_alpha = 16.0;
   double lora_dropout = 0.05;

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "hub.h"
+#include "arch.h"
 
 namespace fs = std::filesystem;
 
@@ -48,66 +49,133 @@ ModelConfig ModelConfig::llama(int64_t hidden, int64_t intermediate, int64_t n_l
   return c;
 }
 
+bool RopeScaling::operator==(const RopeScaling& o) const {
+  return type == o.type && factor == o.factor && low_freq_factor == o.low_freq_factor &&
+         high_freq_factor == o.high_freq_factor && original_max_position_embeddings == o.original_max_position_embeddings;
+}
+
+namespace {
+
+// config.json "rope_scaling": transformers reads "rope_type" (older files: "type").
+RopeScaling parse_rope_scaling(const nlohmann::json& r, const ArchInfo& arch, const std::string& source) {
+  RopeScaling s;
+  if (r.is_null()) return s;
+  auto unsupported = [&](const std::string& why) {
+    return std::runtime_error(source + ": rope_scaling " + r.dump() + " is not supported: " + why);
+  };
+  if (!r.is_object()) throw unsupported("expected an object or null");
+  const nlohmann::json* t = r.contains("rope_type") ? &r["rope_type"] : r.contains("type") ? &r["type"] : nullptr;
+  if (!t || !t->is_string()) throw unsupported("no \"rope_type\" (or \"type\") string");
+  s.type = t->get<std::string>();
+  if (s.type == "default") {
+    s.type.clear();
+    return s;
+  }
+  const auto& ok = arch.rope_scaling_types;
+  if (std::find(ok.begin(), ok.end(), s.type) == ok.end()) {
+    std::string list;
+    for (const auto& x : ok) list += (list.empty() ? "" : ", ") + x;
+    throw unsupported("type '" + s.type + "' (supported: " + list + ")");
+  }
+  auto num = [&](const char* k, bool required, double def) {
+    if (!r.contains(k) || r[k].is_null()) {
+      if (required) throw unsupported("type '" + s.type + "' needs \"" + k + "\"");
+      return def;
+    }
+    if (!r[k].is_number()) throw unsupported("\"" + std::string(k) + "\" must be a number");
+    return r[k].get<double>();
+  };
+  s.factor = num("factor", true, 1.0);
+  if (!(s.factor > 0)) throw unsupported("\"factor\" must be positive");
+  if (s.type == "llama3") {
+    s.low_freq_factor = num("low_freq_factor", true, 1.0);
+    s.high_freq_factor = num("high_freq_factor", true, 4.0);
+    const double omp = num("original_max_position_embeddings", true, 0);
+    if (!(omp > 0) || omp != double(int64_t(omp))) throw unsupported("\"original_max_position_embeddings\" must be a positive integer");
+    s.original_max_position_embeddings = int64_t(omp);
+    if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0))
+      throw unsupported("needs 0 < low_freq_factor < high_freq_factor");
+  } else if (s.type == "dynamic" && r.contains("original_max_position_embeddings") &&
+             r["original_max_position_embeddings"].is_number_integer()) {
+    s.original_max_position_embeddings = r["original_max_position_embeddings"].get<int64_t>();  // unused, as in transformers
+  }
+  return s;
+}
+
+}  // namespace
+
 ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw std::runtime_error(source + ": not a JSON object");
   ModelConfig c;
-  std::string mt = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>() : "";
+  std::string mt;
+  if (j.contains("model_type") && !j["model_type"].is_null()) {
+    if (!j["model_type"].is_string()) throw std::runtime_error(source + ": \"model_type\" must be a string");
+    mt = j["model_type"].get<std::string>();
+  }
+  std::string cls;
   if (j.contains("architectures") && !j["architectures"].is_null()) {
     const auto& a = j["architectures"];
     if (!a.is_array() || a.size() != 1 || !a[0].is_string())
       throw std::runtime_error(source + ": \"architectures\" must be a list with one name");
-    c.architecture = a[0].get<std::string>();
-  } else if (mt == "llama") {
-    c.architecture = "LlamaForCausalLM";
-  } else if (mt == "mistral") {
-    c.architecture = "MistralForCausalLM";
-  } else {
-    throw std::runtime_error(source + ": no \"architectures\" and model_type '" + mt + "' is not llama or mistral");
+    cls = a[0].get<std::string>();
   }
-  if (c.architecture != "LlamaForCausalLM" && c.architecture != "MistralForCausalLM")
-    throw std::runtime_error(source + ": unsupported architecture '" + c.architecture +
-                             "' (supported: LlamaForCausalLM, MistralForCausalLM)");
-  c.model_type = mt.empty() ? (c.architecture == "LlamaForCausalLM" ? "llama" : "mistral") : mt;
-  if (c.model_type != "llama" && c.model_type != "mistral")
-    throw std::runtime_error(source + ": unsupported model_type '" + c.model_type + "' (supported: llama, mistral)");
+  const ArchInfo& arch = find_arch(cls, mt, source);
+  c.architecture = arch.architecture;
+  c.model_type = arch.model_type;
 
-  c.hidden_size = get_int(j, "hidden_size", source, true, 0);
-  c.intermediate_size = get_int(j, "intermediate_size", source, true, 0);
-  c.n_layer = get_int(j, "num_hidden_layers", source, true, 0);
-  c.n_head = get_int(j, "num_attention_heads", source, true, 0);
+  // The family's keys (src/arch.cpp), then the special ones.
+  for (const auto& k : arch.keys) {
+    switch (k.kind) {
+      case ConfigKey::Int: c.*k.int_field = get_int(j, k.name.c_str(), source, k.required, int64_t(k.def)); break;
+      case ConfigKey::Number: c.*k.num_field = get_num(j, k.name.c_str(), source, k.def); break;
+      case ConfigKey::Bool:
+        c.*k.bool_field = k.def != 0;
+        if (j.contains(k.name) && !j[k.name].is_null()) {
+          if (!j[k.name].is_boolean()) throw std::runtime_error(source + ": \"" + k.name + "\" must be true or false");
+          c.*k.bool_field = j[k.name].get<bool>();
+        }
+        break;
+      case ConfigKey::Special: break;
+    }
+  }
   c.n_head_kv = get_int(j, "num_key_value_heads", source, false, c.n_head);
-  c.vocab_size = get_int(j, "vocab_size", source, true, 0);
-  c.max_position_embeddings = get_int(j, "max_position_embeddings", source, false, 2048);
-  c.rms_norm_eps = get_num(j, "rms_norm_eps", source, 1e-6);
-  c.rope_theta = get_num(j, "rope_theta", source, 10000.0);
-  if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
-    if (!j["tie_word_embeddings"].is_boolean()) throw std::runtime_error(source + ": \"tie_word_embeddings\" must be true or false");
-    c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
-  }
-  c.bos_token_id = get_int(j, "bos_token_id", source, false, 1);
+  c.head_dim_config = get_int(j, "head_dim", source, false, 0);
+  if (j.contains("head_dim") && !j["head_dim"].is_null() && c.head_dim_config <= 0)
+    throw std::runtime_error(source + ": \"head_dim\" must be positive");
+  if (c.head_dim_config > 0 && c.n_head > 0 && c.head_dim_config * c.n_head == c.hidden_size)
+    c.head_dim_config = 0;  // the default spelled out: keep to_json as transformers would write it
+  const bool qwen_like = arch.model_type == "qwen2";
+  c.eos_token_ids.clear();
   if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
-    throw std::runtime_error(source + ": a list of eos_token_id is not supported");
+    for (const auto& e : j["eos_token_id"]) {
+      if (!e.is_number_integer()) throw std::runtime_error(source + ": \"eos_token_id\" list must hold integers");
+      c.eos_token_ids.push_back(e.get<int64_t>());
+    }
+    if (c.eos_token_ids.empty()) throw std::runtime_error(source + ": \"eos_token_id\" is an empty list");
+  } else {
+    const int64_t e = get_int(j, "eos_token_id", source, false, qwen_like ? -1 : 2);
+    if (e >= 0) c.eos_token_ids.push_back(e);
   }
-  c.eos_token_id = get_int(j, "eos_token_id", source, false, 2);
+  c.eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids.front();
   c.pad_token_id = get_int(j, "pad_token_id", source, false, 0);
   if (c.pad_token_id < 0) c.pad_token_id = 0;  // old conversions say -1; batches are padded with 0 anyway
   if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) c.torch_dtype = j["torch_dtype"].get<std::string>();
-  if (j.contains("sliding_window") && !j["sliding_window"].is_null())
-    c.sliding_window = get_int(j, "sliding_window", source, false, 0);
+  if (arch.model_type == "mistral") {
+    // MistralConfig's default window is 4096; null means none.
+    c.sliding_window = j.contains("sliding_window") ? (j["sliding_window"].is_null() ? 0 : get_int(j, "sliding_window", source, false, 0))
+                                                    : 4096;
+  }
+  c.rope_scaling = parse_rope_scaling(j.contains("rope_scaling") ? j["rope_scaling"] : nlohmann::json(), arch, source);
 
   // Things that would change the numerics and are not implemented: reject, never ignore.
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw std::runtime_error(source + ": rope_scaling " + j["rope_scaling"].dump() + " is not supported (only null)");
-  if (j.contains("hidden_act") && !j["hidden_act"].is_null() && j["hidden_act"] != "silu")
-    throw std::runtime_error(source + ": hidden_act " + j["hidden_act"].dump() + " is not supported (only \"silu\")");
-  for (const char* k : {"attention_bias", "mlp_bias"})
-    if (j.contains(k) && j[k].is_boolean() && j[k].get<bool>())
-      throw std::runtime_error(source + ": \"" + k + "\": true is not supported");
-  if (j.contains("quantization_config"))
-    throw std::runtime_error(source + ": quantized checkpoints (quantization_config) are not supported");
-  if (j.contains("head_dim") && !j["head_dim"].is_null() && c.n_head > 0 &&
-      get_int(j, "head_dim", source, false, 0) != c.hidden_size / c.n_head)
-    throw std::runtime_error(source + ": head_dim != hidden_size / num_attention_heads is not supported");
+  for (const auto& u : arch.unsupported) {
+    if (!j.contains(u.name) || j[u.name].is_null()) continue;
+    const auto& v = j[u.name];
+    if (std::find(u.allowed.begin(), u.allowed.end(), v) != u.allowed.end()) continue;
+    std::string msg = u.message;
+    if (auto p = msg.find("{v}"); p != std::string::npos) msg.replace(p, 3, v.dump());
+    throw std::runtime_error(source + ": " + msg);
+  }
   c.validate(source);
   return c;
 }
@@ -124,7 +192,8 @@ void ModelConfig::validate(const std::string& source) const {
   pos(n_head_kv, "num_key_value_heads");
   pos(vocab_size, "vocab_size");
   pos(max_position_embeddings, "max_position_embeddings");
-  if (hidden_size % n_head != 0)
+  if (head_dim_config < 0) throw std::runtime_error(source + ": \"head_dim\" must be positive");
+  if (head_dim_config == 0 && hidden_size % n_head != 0)
     throw std::runtime_error(source + ": hidden_size " + std::to_string(hidden_size) + " is not a multiple of num_attention_heads " +
                              std::to_string(n_head));
   if (head_dim() % 2 != 0) throw std::runtime_error(source + ": head dimension must be even for RoPE");
@@ -134,10 +203,17 @@ void ModelConfig::validate(const std::string& source) const {
   if (!(rms_norm_eps > 0)) throw std::runtime_error(source + ": rms_norm_eps must be positive");
   if (!(rope_theta > 0)) throw std::runtime_error(source + ": rope_theta must be positive");
   if (sliding_window < 0) throw std::runtime_error(source + ": sliding_window must be positive or null");
-  for (auto [v, k] : {std::pair<int64_t, const char*>{bos_token_id, "bos_token_id"}, {eos_token_id, "eos_token_id"},
-                      {pad_token_id, "pad_token_id"}})
-    if (v < 0 || v >= vocab_size)
+  // bos/eos -1: none (Qwen2Config leaves them unset).
+  std::vector<std::pair<int64_t, const char*>> ids = {{bos_token_id, "bos_token_id"}, {eos_token_id, "eos_token_id"},
+                                                      {pad_token_id, "pad_token_id"}};
+  for (auto e : eos_token_ids) ids.push_back({e, "eos_token_id"});
+  for (auto [v, k] : ids)
+    if (v < (std::string(k) == "pad_token_id" ? 0 : -1) || v >= vocab_size)
       throw std::runtime_error(source + ": \"" + k + "\" " + std::to_string(v) + " is outside the vocabulary");
+  if (eos_token_id >= 0 && (eos_token_ids.empty() || eos_token_ids.front() != eos_token_id))
+    throw std::runtime_error(source + ": eos_token_id " + std::to_string(eos_token_id) + " is not the first of eos_token_ids");
+  if (!rope_scaling.type.empty() && !(rope_scaling.factor > 0))
+    throw std::runtime_error(source + ": rope_scaling factor must be positive");
 }
 
 // ---- size bounds (issue 15): far above any released model, far below what would overflow ----
@@ -241,14 +317,28 @@ nlohmann::json ModelConfig::to_json() const {
       {"rope_theta", rope_theta},
       {"rope_scaling", nullptr},
       {"tie_word_embeddings", tie_word_embeddings},
-      {"bos_token_id", bos_token_id},
-      {"eos_token_id", eos_token_id},
+      {"bos_token_id", bos_token_id >= 0 ? nlohmann::json(bos_token_id) : nlohmann::json()},
+      {"eos_token_id", eos_token_ids.size() > 1 ? nlohmann::json(eos_token_ids)
+                       : eos_token_id >= 0      ? nlohmann::json(eos_token_id)
+                                                : nlohmann::json()},
       {"pad_token_id", pad_token_id},
       {"initializer_range", 0.02},
       {"use_cache", true},
   };
   if (!torch_dtype.empty()) j["torch_dtype"] = torch_dtype;
   if (model_type == "mistral") j["sliding_window"] = sliding_window > 0 ? nlohmann::json(sliding_window) : nlohmann::json();
+  if (model_type == "qwen2") j["use_sliding_window"] = false;
+  if (head_dim_config > 0) j["head_dim"] = head_dim_config;
+  if (!rope_scaling.type.empty()) {
+    auto& r = j["rope_scaling"];
+    r = {{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
+    if (rope_scaling.type == "llama3") {
+      r["low_freq_factor"] = rope_scaling.low_freq_factor;
+      r["high_freq_factor"] = rope_scaling.high_freq_factor;
+    }
+    if (rope_scaling.original_max_position_embeddings > 0)
+      r["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+  }
   return j;
 }
 

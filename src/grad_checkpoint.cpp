@@ -83,7 +83,7 @@ torch::Tensor forward_checkpointed(LlamaForCausalLM& model, const ForwardArgs& a
   // The same rotary tables and mask as LlamaForCausalLMImpl::forward_hidden (no past).
   torch::Tensor pos = a.position_ids.defined() ? a.position_ids.to(m.device, torch::kLong)
                                                : torch::arange(0, T, lopt).unsqueeze(0).expand({B, T});
-  auto cs = rope_cos_sin(pos, m.cfg.head_dim(), m.cfg.rope_theta);
+  auto cs = rope_cos_sin(pos, m.cfg);
   torch::Tensor cos = cs.first.to(m.dtype), sin = cs.second.to(m.dtype), mask;
   if (T > 1) mask = torch::arange(T, lopt).view({1, 1, 1, T}) > torch::arange(T, lopt).view({1, 1, T, 1});
   if (a.attention_mask.defined()) {

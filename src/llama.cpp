@@ -13,6 +13,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "arch.h"
 #include "files.h"
 #include "safetensors.h"
 
@@ -79,6 +80,52 @@ std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& positi
   return {emb.cos(), emb.sin()};
 }
 
+torch::Tensor rope_inv_freq(const ModelConfig& cfg, int64_t seq_len) {
+  // Op for op as transformers writes it in Python (a / t is reciprocal(t) * a there; scalars meet
+  // float32 tensors in float32), so the float32 rounding is the same.
+  const int64_t D = cfg.head_dim();
+  const auto& rs = cfg.rope_scaling;
+  auto expo = torch::arange(0, D, 2, torch::kLong).to(torch::kFloat32) / double(D);
+  torch::Tensor inv;
+  if (rs.type == "dynamic" && seq_len > cfg.max_position_embeddings) {
+    // seq_len arrives as a tensor (max position + 1), so the rescaled base is computed in float32.
+    auto base = torch::tensor(seq_len, torch::kLong)
+                    .mul(rs.factor)
+                    .div(double(cfg.max_position_embeddings))
+                    .sub(rs.factor - 1)
+                    .pow(double(D) / double(D - 2))
+                    .mul(cfg.rope_theta);
+    inv = torch::pow(base, expo).reciprocal();
+  } else {
+    inv = torch::pow(torch::tensor(cfg.rope_theta, torch::kFloat32), expo).reciprocal();
+  }
+  if (rs.type == "linear") {
+    inv = inv / rs.factor;
+  } else if (rs.type == "llama3") {
+    const double old_ctx = double(rs.original_max_position_embeddings);
+    const double low_wavelen = old_ctx / rs.low_freq_factor, high_wavelen = old_ctx / rs.high_freq_factor;
+    auto wavelen = inv.reciprocal() * (2 * M_PI);
+    auto inv_llama = torch::where(wavelen > low_wavelen, inv / rs.factor, inv);
+    auto smooth = (wavelen.reciprocal() * old_ctx - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+    auto smoothed = (1 - smooth) * inv_llama / rs.factor + smooth * inv_llama;
+    auto medium = (wavelen < high_wavelen).logical_not() * (wavelen > low_wavelen).logical_not();
+    inv = torch::where(medium, smoothed, inv_llama);
+  } else if (!rs.type.empty() && rs.type != "dynamic") {
+    throw std::runtime_error("rope_scaling type '" + rs.type + "' is not supported");
+  }
+  return inv;
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& position_ids, const ModelConfig& cfg) {
+  if (cfg.rope_scaling.type.empty()) return rope_cos_sin(position_ids, cfg.head_dim(), cfg.rope_theta);
+  // transformers' dynamic update: seq_len = max(position_ids) + 1 of this call (one host sync, dynamic only).
+  const int64_t seq_len = cfg.rope_scaling.type == "dynamic" ? position_ids.max().item<int64_t>() + 1 : 0;
+  auto inv_freq = rope_inv_freq(cfg, seq_len).to(position_ids.device());
+  auto freqs = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [B, T, D/2]
+  auto emb = torch::cat({freqs, freqs}, -1);                                // [B, T, D]
+  return {emb.cos(), emb.sin()};
+}
+
 torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);  // [B, 1, T, D]
@@ -102,12 +149,19 @@ void KVCache::select_rows(const torch::Tensor& rows) {
 
 // ---- modules ----
 
+// A projection as the architecture table describes it: shape and optional bias.
+static MolaLinear table_linear(const ModelConfig& c, const std::string& name, torch::Dtype dtype, torch::Device device) {
+  const ArchInfo& arch = arch_of(c);
+  const Projection& p = arch.projection(name);
+  auto [in, out] = arch.shape(c, name);
+  return MolaLinear(in, out, dtype, device, p.bias);
+}
+
 LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, torch::Dtype dtype, torch::Device device) : cfg(c) {
-  const int64_t C = c.hidden_size, D = c.head_dim();
-  q_proj = register_module("q_proj", MolaLinear(C, c.n_head * D, dtype, device));
-  k_proj = register_module("k_proj", MolaLinear(C, c.n_head_kv * D, dtype, device));
-  v_proj = register_module("v_proj", MolaLinear(C, c.n_head_kv * D, dtype, device));
-  o_proj = register_module("o_proj", MolaLinear(c.n_head * D, C, dtype, device));
+  q_proj = register_module("q_proj", table_linear(c, "q_proj", dtype, device));
+  k_proj = register_module("k_proj", table_linear(c, "k_proj", dtype, device));
+  v_proj = register_module("v_proj", table_linear(c, "v_proj", dtype, device));
+  o_proj = register_module("o_proj", table_linear(c, "o_proj", dtype, device));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, KVCache* cache,
@@ -144,9 +198,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
 }
 
 LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, torch::Dtype dtype, torch::Device device) {
-  gate_proj = register_module("gate_proj", MolaLinear(c.hidden_size, c.intermediate_size, dtype, device));
-  up_proj = register_module("up_proj", MolaLinear(c.hidden_size, c.intermediate_size, dtype, device));
-  down_proj = register_module("down_proj", MolaLinear(c.intermediate_size, c.hidden_size, dtype, device));
+  gate_proj = register_module("gate_proj", table_linear(c, "gate_proj", dtype, device));
+  up_proj = register_module("up_proj", table_linear(c, "up_proj", dtype, device));
+  down_proj = register_module("down_proj", table_linear(c, "down_proj", dtype, device));
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* rl) {
@@ -215,7 +269,7 @@ torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
                                                : torch::arange(ctx.past, S, lopt).unsqueeze(0).expand({B, T});
   if (pos.sizes() != a.input_ids.sizes())
     throw std::runtime_error("position_ids " + shape_str(pos.sizes()) + " must match input_ids " + shape_str(a.input_ids.sizes()));
-  auto cs = rope_cos_sin(pos, cfg.head_dim(), cfg.rope_theta);
+  auto cs = rope_cos_sin(pos, cfg);
   ctx.cos = cs.first.to(dtype);
   ctx.sin = cs.second.to(dtype);
   // Mask (true = masked): future keys, and pad keys. A left-pad query sees only masked keys; filled
@@ -269,20 +323,26 @@ KVCache LlamaForCausalLMImpl::make_cache(int64_t batch, int64_t max_len) const {
   return c;
 }
 
-const std::vector<std::string>& projection_names() {
-  static const std::vector<std::string> n = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return n;
-}
+const std::vector<std::string>& projection_names() { return projection_names_all(); }
 
-std::string projection_path(int64_t layer, const std::string& proj) {
-  const bool attn = proj == "q_proj" || proj == "k_proj" || proj == "v_proj" || proj == "o_proj";
-  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + proj;
+std::string projection_path(int64_t layer, const std::string& proj) { return projection_module_path(layer, proj); }
+
+MolaLinear LlamaForCausalLMImpl::projection(int64_t il, const std::string& name) const {
+  const auto& L = model->layer_list.at(il);
+  const std::string& block = arch_of(cfg).projection(name).block;
+  const torch::nn::Module& owner = block == "self_attn" ? static_cast<const torch::nn::Module&>(*L->self_attn)
+                                                        : static_cast<const torch::nn::Module&>(*L->mlp);
+  auto children = owner.named_children();
+  auto* m = children.find(name);
+  auto lin = m ? std::dynamic_pointer_cast<MolaLinearImpl>(*m) : nullptr;
+  if (!lin) throw std::runtime_error("model has no module " + projection_path(il, name));
+  return MolaLinear(lin);
 }
 
 std::vector<MolaLinear> LlamaForCausalLMImpl::layer_modules(int64_t il) const {
-  const auto& L = model->layer_list.at(il);
-  return {L->self_attn->q_proj, L->self_attn->k_proj, L->self_attn->v_proj, L->self_attn->o_proj,
-          L->mlp->gate_proj,    L->mlp->up_proj,      L->mlp->down_proj};
+  std::vector<MolaLinear> r;
+  for (const auto& p : arch_of(cfg).projections) r.push_back(projection(il, p.name));
+  return r;
 }
 
 std::vector<std::string> LlamaForCausalLMImpl::module_names() const {
@@ -296,14 +356,25 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::base_we
   std::vector<std::pair<std::string, torch::Tensor>> r;
   // Only "<base module>.weight": adapter parameters a MolaLinear may register (router, lora_A, ...,
   // or submodules of their own) are not part of a base checkpoint.
-  static const std::set<std::string> base = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                                             "embed_tokens", "norm", "input_layernorm", "post_attention_layernorm", "lm_head"};
+  // Biases only where the architecture table has them (the projections registered "bias" then).
+  const ArchInfo& arch = arch_of(cfg);
+  std::set<std::string> base = {"embed_tokens", "norm", "input_layernorm", "post_attention_layernorm", "lm_head"},
+                        biased;
+  for (const auto& p : arch.projections) {
+    base.insert(p.name);
+    if (p.bias) biased.insert(p.name);
+  }
+  auto ends_with = [](const std::string& k, const std::string& suf) {
+    return k.size() >= suf.size() && k.compare(k.size() - suf.size(), suf.size(), suf) == 0;
+  };
   for (const auto& item : named_parameters(/*recurse=*/true)) {
     const std::string& k = item.key();
-    if (k.size() < 7 || k.compare(k.size() - 7, 7, ".weight") != 0) continue;
-    const std::string owner = k.substr(0, k.size() - 7);
+    const bool is_bias = ends_with(k, ".bias");
+    if (!is_bias && !ends_with(k, ".weight")) continue;
+    const std::string owner = k.substr(0, k.size() - (is_bias ? 5 : 7));
     const size_t dot = owner.rfind('.');
-    if (base.count(dot == std::string::npos ? owner : owner.substr(dot + 1))) r.emplace_back(k, item.value());
+    const std::string leaf = dot == std::string::npos ? owner : owner.substr(dot + 1);
+    if ((is_bias ? biased : base).count(leaf)) r.emplace_back(k, item.value());
   }
   return r;
 }
@@ -361,7 +432,7 @@ LlamaForCausalLM random_llama(const ModelConfig& cfg, uint64_t seed, torch::Dtyp
   LlamaForCausalLM m(cfg, dtype, device);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& [name, p] : m->base_weights()) {
-    if (p.dim() == 1) {
+    if (p.dim() == 1 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) {
       p.fill_(1.0);  // RMSNorm weights
     } else {
       auto t = torch::empty(p.sizes(), torch::kFloat32);

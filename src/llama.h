@@ -1,5 +1,6 @@
-// LLaMA / Mistral decoder (Hugging Face LlamaForCausalLM numerics) on LibTorch, module tree named
-// after the Hugging Face keys (model.layers.{i}.self_attn.q_proj.weight, ...) so checkpoints load
+// LLaMA / Mistral / Qwen2 decoder (Hugging Face LlamaForCausalLM numerics; the family differences --
+// biases, shapes, RoPE scaling -- come from the architecture table, src/arch.h) on LibTorch, module tree
+// named after the Hugging Face keys (model.layers.{i}.self_attn.q_proj.weight, ...) so checkpoints load
 // without a mapping table. Every projection is a MolaLinear that may carry a MoLA adapter.
 // Shapes: B batch, T new tokens, S = past + T keys, C hidden, H heads, Hkv kv heads, G = H/Hkv,
 // D head dim, F intermediate, V vocab.
@@ -26,8 +27,15 @@ TORCH_MODULE(RMSNorm);
 
 // Pure reference versions of the numerically subtle pieces (the fast paths are tested against them).
 torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps);
-// cos, sin [B, T, D] in float32 for position ids [B, T] (HF LlamaRotaryEmbedding).
+// cos, sin [B, T, D] in float32 for position ids [B, T] (HF LlamaRotaryEmbedding, no scaling).
 std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& position_ids, int64_t head_dim, double theta);
+// The same with the config's head_dim, rope_theta and rope_scaling (dynamic: seq_len = max position + 1).
+std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& position_ids, const ModelConfig& cfg);
+// Inverse frequencies [D/2] float32 on the CPU as transformers' modeling_rope_utils computes them for
+// cfg.rope_scaling: default, linear (/ factor), dynamic (NTK base rescaled when seq_len exceeds
+// max_position_embeddings), llama3 (wavelength bands between original_max_position_embeddings /
+// high_freq_factor and / low_freq_factor smoothly interpolated). seq_len matters for dynamic only.
+torch::Tensor rope_inv_freq(const ModelConfig& cfg, int64_t seq_len);
 // HF apply_rotary_pos_emb on x [B, H, T, D] with cos/sin [B, T, D] already in x's dtype.
 torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 // Fast path on x [B, T, H, D] (projection layout) with cos/sin [B, T, D] in x's dtype; same values.
@@ -130,10 +138,12 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   const torch::Tensor& lm_head_weight() const;
 
   KVCache make_cache(int64_t batch, int64_t max_len) const;
-  std::vector<MolaLinear> layer_modules(int64_t il) const;  // q,k,v,o,gate,up,down of layer il
+  std::vector<MolaLinear> layer_modules(int64_t il) const;  // q,k,v,o,gate,up,down of layer il (table order)
+  MolaLinear projection(int64_t il, const std::string& name) const;  // by the table's name ("down_proj")
   std::vector<std::string> module_names() const;            // "model.layers.{i}.self_attn.q_proj", ...
   // The base weights in Hugging Face layout (what a checkpoint holds: "<module>.weight" of the
-  // projections, norms, embedding and lm_head; adapter parameters are excluded), in module order.
+  // projections, norms, embedding and lm_head, and "<proj>.bias" where the family has one; adapter
+  // parameters are excluded), in module order.
   std::vector<std::pair<std::string, torch::Tensor>> base_weights();
 
   ModelConfig cfg;
@@ -144,7 +154,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaForCausalLM);
 
-// The 7 projection names in module order, and "self_attn"/"mlp" for each.
+// The 7 projection names in module order, and "self_attn"/"mlp" for each (from src/arch.h).
 const std::vector<std::string>& projection_names();  // q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
 std::string projection_path(int64_t layer, const std::string& proj);  // "model.layers.3.mlp.down_proj"
 
@@ -152,7 +162,8 @@ std::string projection_path(int64_t layer, const std::string& proj);  // "model.
 // converting weights to `dtype`. Fails naming the tensor on any missing, unused or misshapen tensor.
 LlamaForCausalLM load_llama(const std::string& model_dir, torch::Dtype dtype, torch::Device device);
 
-// A random tiny LLaMA for tests and the embedded default (weights normal(0, 0.02), norms 1, seeded;
+// A random tiny model of cfg's family for tests and the embedded default (weights and biases
+// normal(0, 0.02), norms 1, seeded;
 // drawn in float32 on the CPU so the values do not depend on dtype or device).
 LlamaForCausalLM random_llama(const ModelConfig& cfg, uint64_t seed, torch::Dtype dtype, torch::Device device);
 

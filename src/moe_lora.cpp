@@ -249,9 +249,12 @@ torch::Tensor sparse_dropout(const torch::Tensor& x, double p) {
   return x * mask.view(x.sizes());
 }
 
-MolaLinearImpl::MolaLinearImpl(int64_t in, int64_t out, torch::Dtype dtype, torch::Device device)
+MolaLinearImpl::MolaLinearImpl(int64_t in, int64_t out, torch::Dtype dtype, torch::Device device, bool with_bias)
     : in_features(in), out_features(out) {
   weight = register_parameter("weight", torch::empty({out, in}, torch::TensorOptions().dtype(dtype).device(device)),
+                              /*requires_grad=*/false);
+  if (with_bias)
+    bias = register_parameter("bias", torch::zeros({out}, torch::TensorOptions().dtype(dtype).device(device)),
                               /*requires_grad=*/false);
 }
 
@@ -292,7 +295,7 @@ void MolaLinearImpl::set_routing(const std::string& router_kind, double top_p, d
 }
 
 torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* router_logits) {
-  if (!has_adapter()) return torch::matmul(x, weight.t());
+  if (!has_adapter()) return bias.defined() ? torch::matmul(x, weight.t()).add_(bias) : torch::matmul(x, weight.t());
   auto shape = x.sizes().vec();
   auto x2 = x.reshape({-1, in_features});
   torch::Tensor xd;
@@ -300,6 +303,7 @@ torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch:
   torch::Tensor logits;
   auto y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
   if (router_logits) router_logits->push_back(logits);
+  if (bias.defined()) y = y + bias;  // PEFT: base_layer(x) (with its bias) + the adapters' sum
   shape.back() = out_features;
   return y.reshape(shape);
 }

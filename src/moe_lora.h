@@ -85,12 +85,13 @@ torch::Tensor layer_balance_loss(const std::vector<torch::Tensor>& logits, const
 // matmul at 7B width). Uses torch's default generator of x's device (seeded runs stay reproducible).
 torch::Tensor sparse_dropout(const torch::Tensor& x, double p);
 
-// The frozen base projection y = x W^T, optionally carrying a MoLA adapter.
-// Parameter names follow Hugging Face: "weight" (base, frozen, compute dtype).
+// The frozen base projection y = x W^T (+ b), optionally carrying a MoLA adapter.
+// Parameter names follow Hugging Face: "weight" (base, frozen, compute dtype) and, when `bias`,
+// "bias" [O] (frozen, compute dtype; Qwen2's q/k/v). Adapters are the same with or without it.
 class MolaLinearImpl : public torch::nn::Module {
  public:
   MolaLinearImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype = torch::kFloat32,
-                 torch::Device device = torch::kCPU);
+                 torch::Device device = torch::kCPU, bool bias = false);
 
   // Adds float32 trainable adapter parameters: router [E, I], lora_A [R, I], lora_B [O, R].
   // R and A uniform in +-1/sqrt(I) (kaiming_uniform a=sqrt(5)), B zero, drawn from `gen` when given.
@@ -109,6 +110,7 @@ class MolaLinearImpl : public torch::nn::Module {
 
   int64_t in_features, out_features;
   torch::Tensor weight;                   // [O, I] frozen base
+  torch::Tensor bias;                     // [O] frozen base bias, undefined without one
   torch::Tensor router, lora_A, lora_B;   // adapter (undefined without one)
 
  private:

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "allocation.h"
+#include "arch.h"
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
@@ -21,8 +22,9 @@ int mor::cmd_params(int argc, char** argv) {
         const std::string dir = resolve_model_dir(base_model);
         auto cfg = ModelConfig::from_file(dir + "/config.json");
         auto alloc = flags.build(cfg);
-        const int64_t base = checked_base_parameters(cfg, dir + "/config.json"), trainable = alloc.trainable_parameters();
-        std::cout << alloc.table();
+        checked_base_parameters(cfg, dir + "/config.json");  // throws rather than wrap
+        const int64_t base = base_parameters(cfg), trainable = alloc.trainable_parameters();
+        std::cout << arch_of(cfg).summary(cfg) << alloc.table();
         std::printf("base parameters: %s (trainable %.4f%% of base)\n", with_commas(base).c_str(),
                     100.0 * double(trainable) / double(base));
         return 0;
