@@ -4,6 +4,8 @@
 // Shapes: N tokens, I in, O out, E experts, K top-k, R = sum of ranks.
 #include "moe_lora.h"
 
+#include "kernels.h"
+
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -206,10 +208,19 @@ torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch:
   if (!has_adapter()) return torch::matmul(x, weight.t());
   auto shape = x.sizes().vec();
   auto x2 = x.reshape({-1, in_features});
-  torch::Tensor xd;
-  if (is_training() && spec_.lora_dropout > 0) xd = sparse_dropout(x2, spec_.lora_dropout);
-  torch::Tensor logits;
-  auto y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
+  torch::Tensor xd, logits, y;
+  const bool dropout = is_training() && spec_.lora_dropout > 0;
+  if (!is_training() && !torch::GradMode::is_enabled() && fused_ok(x2, weight)) {
+    // Inference (eval mode, no graph): adapter weights cast once, routing in one kernel (kernels.h).
+    if (!infer_) infer_ = std::make_shared<MolaInferWeights>();
+    y = mola_infer_forward(x2, weight, router, lora_A, lora_B, spec_.top_k, spec_.ranks, spec_.lora_alpha, *infer_,
+                           router_logits ? &logits : nullptr);
+    if (router_logits) router_logits->push_back(logits);
+    shape.back() = out_features;
+    return y.reshape(shape);
+  }
+  if (dropout) xd = sparse_dropout(x2, spec_.lora_dropout);
+  y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
   if (router_logits) router_logits->push_back(logits);
   shape.back() = out_features;
   return y.reshape(shape);
