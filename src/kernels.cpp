@@ -136,9 +136,13 @@ inline void store_row(const float* src, T* dst, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] = from_f<T>(src[j]);
 }
 
+// LibTorch 1.13's bf16 silu rounds after every vector op (exp, 1 + e, x / d), so the bf16 path does too.
 MOR_CLONES void silu_mul_f(const float* g, const float* u, float* out, int64_t n, bool bf16) {
   if (bf16) {
-    for (int64_t j = 0; j < n; ++j) out[j] = round_bf16(round_bf16(g[j] / (1.0f + fast_exp(-g[j]))) * u[j]);
+    for (int64_t j = 0; j < n; ++j) {
+      const float d = round_bf16(1.0f + round_bf16(fast_exp(-g[j])));
+      out[j] = round_bf16(round_bf16(g[j] / d) * u[j]);
+    }
   } else {
     for (int64_t j = 0; j < n; ++j) out[j] = g[j] / (1.0f + fast_exp(-g[j])) * u[j];
   }
@@ -149,13 +153,16 @@ MOR_CLONES void silu_mul_f(const float* g, const float* u, float* out, int64_t n
 MOR_CLONES void silu_mul_backward_f(const float* grad, const float* g, const float* u, float* gg, float* gu, int64_t n,
                                     bool bf16) {
   for (int64_t j = 0; j < n; ++j) {
-    const float sig = 1.0f / (1.0f + fast_exp(-g[j]));
-    const float silu = g[j] / (1.0f + fast_exp(-g[j]));
-    if (bf16) {
+    if (bf16) {  // every vector op rounded, as LibTorch 1.13's bf16 silu / silu_backward do
+      const float d = round_bf16(1.0f + round_bf16(fast_exp(-g[j])));
+      const float sig = round_bf16(1.0f / d), silu = round_bf16(g[j] / d);
+      const float t = round_bf16(1.0f + round_bf16(g[j] * round_bf16(1.0f - sig)));
       const float gs = round_bf16(grad[j] * u[j]);
-      gg[j] = round_bf16(gs * sig * (1.0f + g[j] * (1.0f - sig)));
-      gu[j] = round_bf16(grad[j] * round_bf16(silu));
+      gg[j] = round_bf16(round_bf16(gs * sig) * t);
+      gu[j] = round_bf16(grad[j] * silu);
     } else {
+      const float sig = 1.0f / (1.0f + fast_exp(-g[j]));
+      const float silu = g[j] / (1.0f + fast_exp(-g[j]));
       const float gs = grad[j] * u[j];
       gg[j] = gs * sig * (1.0f + g[j] * (1.0f - sig));
       gu[j] = grad[j] * silu;
@@ -518,7 +525,8 @@ torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& we
   }
   auto h = torch::mm(x, c.ra.t());  // [N, E + R]
   route_gate_(h, E, top_k, c.col_expert);
-  auto y = torch::addmm(torch::mm(x, weight.t()), h.narrow(1, E, R), c.bs.t());
+  // A contiguous copy of the gated activations: a strided bf16 mat1 leaves oneDNN for a slow loop.
+  auto y = torch::addmm(torch::mm(x, weight.t()), h.narrow(1, E, R).contiguous(), c.bs.t());
   if (router_logits_out) *router_logits_out = h.narrow(1, 0, E);
   return y;
 }

@@ -35,12 +35,15 @@ void expect_close_f32(const torch::Tensor& got, const torch::Tensor& want) {
   EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-7)) << "max diff " << (got - want).abs().max().item<double>();
 }
 
-void expect_bf16_rounding(const torch::Tensor& got, const torch::Tensor& want, double min_equal = 0.99) {
+// max_ulps 2 where bf16 rounds after every op of a chain fed by exp (a last-bit difference of our
+// float32 exp from Sleef's can move an intermediate by one bf16 step).
+void expect_bf16_rounding(const torch::Tensor& got, const torch::Tensor& want, double min_equal = 0.99,
+                          double max_ulps = 1.0) {
   ASSERT_EQ(got.sizes(), want.sizes());
   ASSERT_EQ(got.scalar_type(), torch::kBFloat16);
   auto c = compare_bf16(got, want);
   EXPECT_GE(c.equal_frac, min_equal);
-  EXPECT_LE(c.max_ulps, 1.0);
+  EXPECT_LE(c.max_ulps, max_ulps);
 }
 
 // Causal mask over S = past + T keys plus left padding of row 1: bool [B, 1, T, S], true = masked.
@@ -183,8 +186,8 @@ TEST(Kernels, SiluMulBackwardMatchesReference) {
       expect_close_f32(ga.grad(), gb.grad());
       expect_close_f32(ua.grad(), ub.grad());
     } else {
-      expect_bf16_rounding(ga.grad(), gb.grad(), 0.98);
-      expect_bf16_rounding(ua.grad(), ub.grad(), 0.98);
+      expect_bf16_rounding(ga.grad(), gb.grad(), 0.98, 2.0);
+      expect_bf16_rounding(ua.grad(), ub.grad(), 0.98, 2.0);
     }
   }
 }
@@ -251,7 +254,9 @@ TEST(Kernels, FusedAndOpPathsAgreeWithAdapters) {
     EXPECT_LT(d, dt == torch::kFloat32 ? 1e-5 : 2e-2) << torch::toString(dt);
     ASSERT_EQ(rl_on.size(), rl_off.size());
     EXPECT_TRUE(torch::allclose(rl_on[1][3].to(torch::kFloat32), rl_off[1][3].to(torch::kFloat32), 1e-2, 1e-3));
-    if (dt == torch::kFloat32) EXPECT_EQ(gen_on.new_tokens, gen_off.new_tokens);
+    if (dt == torch::kFloat32) {
+      EXPECT_EQ(gen_on.new_tokens, gen_off.new_tokens);
+    }
     // the adapter copies follow the parameters: after an in-place change the output changes
     auto before = m->forward(a);
     for (auto& [name, p] : trainable_params(m))
