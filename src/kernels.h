@@ -29,7 +29,7 @@ bool fused_ok(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor attention_probs(torch::Tensor scores, const torch::Tensor& mask, double divisor);
 torch::Tensor attention_probs_reference(const torch::Tensor& scores, const torch::Tensor& mask, double divisor);
 
-// silu(g) * u, g and u of one shape (compute dtype).
+// silu(g) * u, g and u of one shape (compute dtype): LibTorch's silu and an in-place mul.
 torch::Tensor silu_mul(const torch::Tensor& g, const torch::Tensor& u);
 torch::Tensor silu_mul_reference(const torch::Tensor& g, const torch::Tensor& u);
 
