@@ -15,6 +15,7 @@
 
 #include "arch.h"
 #include "files.h"
+#include "kernels.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;
@@ -65,6 +66,9 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::Dtype dtype, torch::De
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // Inference (eval mode, no gradient): one pass. Training mode keeps the ops, so gradient
+  // checkpointing's graph-free first pass rounds exactly like its recomputation.
+  if (!is_training() && fused_ok(x, weight)) return rms_norm_fused(x, weight, eps);
   // Same ops as the reference; for float32 input the casts are no-ops (no copies).
   auto h = x.scalar_type() == norm_dtype(x) ? x : x.to(norm_dtype(x));
   auto inv = torch::rsqrt(h.square().mean(-1, /*keepdim=*/true).add_(eps));
@@ -168,8 +172,14 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
                                           int64_t il, std::vector<torch::Tensor>* rl) {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = cfg.n_head, Hkv = cfg.n_head_kv, D = cfg.head_dim(), G = H / Hkv;
-  auto q = apply_rope(q_proj->forward(x, rl).view({B, T, H, D}), ctx.cos, ctx.sin);
-  auto k = apply_rope(k_proj->forward(x, rl).view({B, T, Hkv, D}), ctx.cos, ctx.sin).transpose(1, 2);  // [B,Hkv,T,D]
+  // Inference (eval mode, nothing needs a gradient): the fused kernels of kernels.h, same rounding
+  // points; training mode: the autograd kernels for the softmax, the ops elsewhere.
+  const bool infer = !is_training();
+  auto rope = [&](const torch::Tensor& t) {
+    return infer && fused_ok(t) ? apply_rope_fused(t, ctx.cos, ctx.sin) : apply_rope(t, ctx.cos, ctx.sin);
+  };
+  auto q = rope(q_proj->forward(x, rl).view({B, T, H, D}));
+  auto k = rope(k_proj->forward(x, rl).view({B, T, Hkv, D})).transpose(1, 2);  // [B,Hkv,T,D]
   auto v = v_proj->forward(x, rl).view({B, T, Hkv, D}).transpose(1, 2);
   torch::Tensor K = k, V = v;
   if (cache) {
@@ -186,12 +196,20 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   // so k/v are never repeated: [B, Hkv, G*T, D] x [B, Hkv, D, S].
   auto qg = q.transpose(1, 2).reshape({B, Hkv, G * T, D});
   auto scores = torch::matmul(qg, K.transpose(2, 3));
-  scores.div_(std::sqrt(static_cast<double>(D)));
-  scores = scores.view({B, H, T, S});
-  if (ctx.mask.defined()) scores.masked_fill_(ctx.mask, finfo_min(scores.scalar_type()));
-  // Softmax in float32 as HF does (float64 stays float64: its finfo.min would overflow to -inf).
-  const auto sm_dtype = scores.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-  auto probs = torch::softmax(scores, -1, sm_dtype).to(x.scalar_type());
+  torch::Tensor probs;
+  if (infer && fused_ok(scores) && scores.scalar_type() == x.scalar_type()) {
+    // scale, mask, float32 softmax and the cast back in one pass over the scores
+    probs = attention_probs(scores.view({B, H, T, S}), ctx.mask, std::sqrt(static_cast<double>(D)));
+  } else if (kernel_ok(scores) && scores.scalar_type() == x.scalar_type()) {
+    probs = attention_probs_train(scores.view({B, H, T, S}), ctx.mask, std::sqrt(static_cast<double>(D)));
+  } else {
+    scores.div_(std::sqrt(static_cast<double>(D)));
+    scores = scores.view({B, H, T, S});
+    if (ctx.mask.defined()) scores.masked_fill_(ctx.mask, finfo_min(scores.scalar_type()));
+    // Softmax in float32 as HF does (float64 stays float64: its finfo.min would overflow to -inf).
+    const auto sm_dtype = scores.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+    probs = torch::softmax(scores, -1, sm_dtype).to(x.scalar_type());
+  }
   auto out = torch::matmul(probs.view({B, Hkv, G * T, S}), V);  // [B, Hkv, G*T, D]
   out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   return o_proj->forward(out, rl);
@@ -204,9 +222,13 @@ LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, torch::Dtype dtype, torch::Devi
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* rl) {
-  auto g = torch::silu(gate_proj->forward(x, rl));
+  auto g = gate_proj->forward(x, rl);
   auto u = up_proj->forward(x, rl);
-  return down_proj->forward(g * u, rl);
+  torch::Tensor h;
+  if (!is_training() && fused_ok(g, u)) h = silu_mul(g, u);
+  else if (kernel_ok(g) && g.scalar_type() == u.scalar_type()) h = silu_mul_train(g, u);
+  else h = torch::silu(g) * u;
+  return down_proj->forward(h, rl);
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t il, torch::Dtype dtype, torch::Device device)

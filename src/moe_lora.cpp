@@ -5,6 +5,9 @@
 #include "moe_lora.h"
 
 #include <algorithm>
+
+#include "kernels.h"
+
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -298,10 +301,16 @@ torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch:
   if (!has_adapter()) return bias.defined() ? torch::matmul(x, weight.t()).add_(bias) : torch::matmul(x, weight.t());
   auto shape = x.sizes().vec();
   auto x2 = x.reshape({-1, in_features});
-  torch::Tensor xd;
-  if (is_training() && spec_.lora_dropout > 0) xd = sparse_dropout(x2, spec_.lora_dropout);
-  torch::Tensor logits;
-  auto y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
+  torch::Tensor xd, logits, y;
+  if (!is_training() && !torch::GradMode::is_enabled() && spec_.router == "top_k" && fused_ok(x2, weight)) {
+    // Inference (eval mode, no graph): adapter weights cast once, routing in one kernel (kernels.h).
+    if (!infer_) infer_ = std::make_shared<MolaInferWeights>();
+    y = mola_infer_forward(x2, weight, router, lora_A, lora_B, spec_.top_k, spec_.ranks, spec_.lora_alpha, *infer_,
+                           router_logits ? &logits : nullptr);
+  } else {
+    if (is_training() && spec_.lora_dropout > 0) xd = sparse_dropout(x2, spec_.lora_dropout);
+    y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
+  }
   if (router_logits) router_logits->push_back(logits);
   if (bias.defined()) y = y + bias;  // PEFT: base_layer(x) (with its bias) + the adapters' sum
   shape.back() = out_features;

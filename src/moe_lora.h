@@ -5,10 +5,13 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace mor {
+
+struct MolaInferWeights;  // kernels.h
 
 // One module's expert layout (see allocation.h for how it is chosen per layer and module).
 struct ExpertSpec {
@@ -115,6 +118,7 @@ class MolaLinearImpl : public torch::nn::Module {
 
  private:
   ExpertSpec spec_;
+  std::shared_ptr<MolaInferWeights> infer_;  // compute-dtype adapter copies for inference (kernels.h)
 };
 TORCH_MODULE(MolaLinear);
 

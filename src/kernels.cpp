@@ -1,0 +1,539 @@
+// Fused forward-only CPU kernels (see kernels.h). Rows are split across threads with at::parallel_for;
+// the inner loops work on float rows so the compiler vectorises them (one clone per ISA through
+// target_clones, chosen at load time), with a polynomial exp accurate to about 1 ulp of float32.
+// Rounding to the compute dtype happens exactly where the reference's ops round.
+#include "kernels.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+namespace mor {
+
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MOR_CLONES
+#endif
+
+// exp(x) for float32 in [-87, 88] (0 below -87, clamped above): 2^(x log2 e) split into an integer
+// power (built in the exponent bits) and 2^f, |f| <= 1/2, by its degree-7 Taylor polynomial
+// (truncation error < 1e-8 relative).
+inline float fast_exp(float x) {
+  const bool under = x < -87.0f;
+  x = x > 88.0f ? 88.0f : x;
+  x = under ? -87.0f : x;
+  const float t = x * 1.44269504088896341f;
+  const float r = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer (|t| < 2^22)
+  const float f = (t - r) * 0.693147180559945309f;
+  float p = 1.0f / 5040;
+  p = p * f + 1.0f / 720;
+  p = p * f + 1.0f / 120;
+  p = p * f + 1.0f / 24;
+  p = p * f + 1.0f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(r) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return under ? 0.0f : p * scale;
+}
+
+// Rounds a float32 value to bfloat16 and back (round to nearest even, NaN kept), vectorisable.
+inline float round_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  const uint32_t out = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u | 0x00400000u) & 0xFFFF0000u : rounded;
+  float r;
+  std::memcpy(&r, &out, sizeof r);
+  return r;
+}
+
+template <typename T>
+inline float to_f(T v) { return static_cast<float>(v); }
+inline float to_f(c10::BFloat16 v) {
+  const uint32_t u = static_cast<uint32_t>(v.x) << 16;
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+template <typename T>
+inline T from_f(float v) { return static_cast<T>(v); }
+template <>
+inline c10::BFloat16 from_f<c10::BFloat16>(float v) {
+  const float r = round_bf16(v);
+  uint32_t u;
+  std::memcpy(&u, &r, sizeof u);
+  c10::BFloat16 b;
+  b.x = static_cast<uint16_t>(u >> 16);
+  return b;
+}
+// The value the reference holds after an op whose result is stored in T.
+template <typename T>
+inline float rnd(float v) { return v; }
+template <>
+inline float rnd<c10::BFloat16>(float v) { return round_bf16(v); }
+
+// ---- float row loops (cloned per ISA) ----
+
+// x[j] = exp(x[j] - mx); returns the sum.
+MOR_CLONES float exp_sub_sum(float* x, int64_t n, float mx) {
+  float acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int k = 0; k < 16; ++k) {
+      const float e = fast_exp(x[j + k] - mx);
+      x[j + k] = e;
+      acc[k] += e;
+    }
+  float s = 0;
+  for (; j < n; ++j) s += (x[j] = fast_exp(x[j] - mx));
+  for (int k = 0; k < 16; ++k) s += acc[k];
+  return s;
+}
+
+MOR_CLONES float row_max(const float* x, int64_t n) {
+  float m[16];
+  for (int k = 0; k < 16; ++k) m[k] = -std::numeric_limits<float>::infinity();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int k = 0; k < 16; ++k) m[k] = x[j + k] > m[k] ? x[j + k] : m[k];
+  float r = -std::numeric_limits<float>::infinity();
+  for (; j < n; ++j) r = x[j] > r ? x[j] : r;
+  for (int k = 0; k < 16; ++k) r = m[k] > r ? m[k] : r;
+  return r;
+}
+
+MOR_CLONES float sum_squares(const float* x, int64_t n) {
+  float acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int k = 0; k < 16; ++k) acc[k] += x[j + k] * x[j + k];
+  float s = 0;
+  for (; j < n; ++j) s += x[j] * x[j];
+  for (int k = 0; k < 16; ++k) s += acc[k];
+  return s;
+}
+
+// Loads n values of T into float (bf16: a shift).
+template <typename T>
+inline void load_row(const T* src, float* dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = to_f(src[j]);
+}
+template <typename T>
+inline void store_row(const float* src, T* dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = from_f<T>(src[j]);
+}
+
+double finfo_lowest(torch::ScalarType dt) {
+  return dt == torch::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+                                : static_cast<double>(std::numeric_limits<float>::lowest());
+}
+
+// ---- typed kernels ----
+
+// Rows of scores [B, H, T, S] -> probabilities: out (T, may alias in) and, when p32 is non-null,
+// the float32 probabilities (what the reference's softmax saves for backward).
+template <typename T>
+void attention_probs_impl(const torch::Tensor& scores, const torch::Tensor& mask, double divisor, T* out, float* p32) {
+  const int64_t S = scores.size(3), H = scores.size(1), Tq = scores.size(2);
+  const int64_t rows = scores.numel() / std::max<int64_t>(S, 1);
+  const T* base = scores.data_ptr<T>();
+  const bool* mbase = nullptr;
+  int64_t msb = 0, msh = 0, mst = 0, mss = 0;
+  torch::Tensor me;
+  if (mask.defined()) {
+    me = mask.to(torch::kBool).expand(scores.sizes());
+    mbase = me.data_ptr<bool>();
+    msb = me.stride(0), msh = me.stride(1), mst = me.stride(2), mss = me.stride(3);
+  }
+  const float div = static_cast<float>(divisor);
+  const float fill = static_cast<float>(finfo_lowest(scores.scalar_type()));
+  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(S);
+    for (int64_t r = r0; r < r1; ++r) {
+      float* x = p32 ? p32 + r * S : buf.data();
+      load_row(base + r * S, x, S);
+      for (int64_t j = 0; j < S; ++j) x[j] = rnd<T>(x[j] / div);
+      if (mbase) {
+        const int64_t b = r / (H * Tq), h = (r / Tq) % H, t = r % Tq;
+        const bool* m = mbase + b * msb + h * msh + t * mst;
+        for (int64_t j = 0; j < S; ++j)
+          if (m[j * mss]) x[j] = fill;
+      }
+      const float mx = row_max(x, S);
+      const float inv = 1.0f / exp_sub_sum(x, S, mx);
+      for (int64_t j = 0; j < S; ++j) x[j] *= inv;
+      store_row(x, out + r * S, S);
+    }
+  });
+}
+
+// Backward of the above through the reference's ops: softmax backward in float32 on the saved
+// float32 probabilities, cast to T, masked positions zeroed (masked_fill), divided (div), cast to T.
+template <typename T>
+void attention_probs_backward_impl(const torch::Tensor& grad, const float* p32, const torch::Tensor& mask,
+                                   double divisor, T* gin) {
+  const int64_t S = grad.size(3), H = grad.size(1), Tq = grad.size(2);
+  const int64_t rows = grad.numel() / std::max<int64_t>(S, 1);
+  const T* gbase = grad.data_ptr<T>();
+  const bool* mbase = nullptr;
+  int64_t msb = 0, msh = 0, mst = 0, mss = 0;
+  torch::Tensor me;
+  if (mask.defined()) {
+    me = mask.to(torch::kBool).expand(grad.sizes());
+    mbase = me.data_ptr<bool>();
+    msb = me.stride(0), msh = me.stride(1), mst = me.stride(2), mss = me.stride(3);
+  }
+  const float div = static_cast<float>(divisor);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
+    std::vector<float> g(S);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* p = p32 + r * S;
+      load_row(gbase + r * S, g.data(), S);
+      float acc[16] = {0};
+      int64_t j = 0;
+      for (; j + 16 <= S; j += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += g[j + k] * p[j + k];
+      float dot = 0;
+      for (; j < S; ++j) dot += g[j] * p[j];
+      for (int k = 0; k < 16; ++k) dot += acc[k];
+      for (j = 0; j < S; ++j) g[j] = rnd<T>(rnd<T>((g[j] - dot) * p[j]) / div);
+      if (mbase) {
+        const int64_t b = r / (H * Tq), h = (r / Tq) % H, t = r % Tq;
+        const bool* m = mbase + b * msb + h * msh + t * mst;
+        for (j = 0; j < S; ++j)
+          if (m[j * mss]) g[j] = 0.0f;
+      }
+      store_row(g.data(), gin + r * S, S);
+    }
+  });
+}
+
+template <typename T>
+void rms_norm_impl(const torch::Tensor& x, const torch::Tensor& weight, double eps, torch::Tensor& out) {
+  const int64_t C = x.size(-1), rows = x.numel() / C;
+  const T* xp = x.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  std::vector<float> w(C);
+  load_row(weight.data_ptr<T>(), w.data(), C);
+  const float feps = static_cast<float>(eps);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / C), [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(C);
+    for (int64_t r = r0; r < r1; ++r) {
+      float* h = buf.data();
+      load_row(xp + r * C, h, C);
+      const float var = sum_squares(h, C) / static_cast<float>(C);
+      const float inv = 1.0f / std::sqrt(var + feps);
+      for (int64_t j = 0; j < C; ++j) h[j] = rnd<T>(w[j] * rnd<T>(h[j] * inv));
+      store_row(h, op + r * C, C);
+    }
+  });
+}
+
+template <typename T>
+void rope_impl(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& out) {
+  const int64_t B = x.size(0), Tn = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+  const T* xp = x.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  const T* cp = cos.data_ptr<T>();
+  const T* sp = sin.data_ptr<T>();
+  const int64_t cb = cos.stride(0), ct = cos.stride(1), sb = sin.stride(0), st = sin.stride(1);
+  at::parallel_for(0, B * Tn, std::max<int64_t>(1, 4096 / (H * D)), [&](int64_t p0, int64_t p1) {
+    std::vector<float> c(half), s(half), x1(half), x2(half);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p / Tn, t = p % Tn;
+      load_row(cp + b * cb + t * ct, c.data(), half);
+      load_row(sp + b * sb + t * st, s.data(), half);
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xr = xp + (p * H + h) * D;
+        T* orow = op + (p * H + h) * D;
+        load_row(xr, x1.data(), half);
+        load_row(xr + half, x2.data(), half);
+        for (int64_t j = 0; j < half; ++j) {
+          const float a = rnd<T>(rnd<T>(x1[j] * c[j]) - rnd<T>(x2[j] * s[j]));
+          const float bb = rnd<T>(rnd<T>(x2[j] * c[j]) + rnd<T>(x1[j] * s[j]));
+          orow[j] = from_f<T>(a);
+          orow[half + j] = from_f<T>(bb);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void route_gate_impl(torch::Tensor& h, int64_t E, int64_t K, const std::vector<int64_t>& col_expert) {
+  const int64_t N = h.size(0), W = h.size(1), R = W - E;
+  T* base = h.data_ptr<T>();
+  const int64_t ld = h.stride(0);
+  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+    std::vector<float> p(E), gate(E);
+    std::vector<int64_t> chosen(K);
+    for (int64_t n = n0; n < n1; ++n) {
+      T* row = base + n * ld;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t e = 0; e < E; ++e) mx = std::max(mx, p[e] = to_f(row[e]));
+      float sum = 0;
+      for (int64_t e = 0; e < E; ++e) sum += (p[e] = std::exp(p[e] - mx));
+      const float inv = 1.0f / sum;
+      for (int64_t e = 0; e < E; ++e) p[e] *= inv;
+      // top-k by repeated selection, ties to the lower index
+      std::fill(gate.begin(), gate.end(), 0.0f);
+      float wsum = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < E; ++e)
+          if (gate[e] == 0.0f && (best < 0 || p[e] > p[best])) best = e;
+        chosen[k] = best;
+        gate[best] = 1.0f;  // taken
+        wsum += p[best];
+      }
+      std::fill(gate.begin(), gate.end(), 0.0f);
+      for (int64_t k = 0; k < K; ++k) gate[chosen[k]] = rnd<T>(p[chosen[k]] / wsum);
+      T* a = row + E;
+      for (int64_t j = 0; j < R; ++j) a[j] = from_f<T>(to_f(a[j]) * gate[col_expert[j]]);
+    }
+  });
+}
+
+void check_kernel_dtype(const torch::Tensor& x, const char* what) {
+  if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
+    throw std::runtime_error(std::string(what) + ": fused kernel needs float32 or bfloat16, got " +
+                             c10::toString(x.scalar_type()));
+  if (!x.device().is_cpu()) throw std::runtime_error(std::string(what) + ": fused kernel is CPU only");
+}
+
+}  // namespace
+
+namespace {
+std::atomic<bool>& fused_flag() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("MOR_FUSED");
+    return !(e && std::string(e) == "0");
+  }()};
+  return on;
+}
+}  // namespace
+
+void set_fused_enabled(bool on) { fused_flag() = on; }
+bool fused_enabled() { return fused_flag(); }
+
+bool fused_ok(const torch::Tensor& x) {
+  const auto dt = x.scalar_type();
+  return fused_enabled() && x.device().is_cpu() && (dt == torch::kFloat32 || dt == torch::kBFloat16) &&
+         (!torch::GradMode::is_enabled() || !x.requires_grad());
+}
+
+bool fused_ok(const torch::Tensor& a, const torch::Tensor& b) {
+  return fused_ok(a) && fused_ok(b) && a.scalar_type() == b.scalar_type() && a.device() == b.device();
+}
+
+// ---- references ----
+
+torch::Tensor attention_probs_reference(const torch::Tensor& scores_in, const torch::Tensor& mask, double divisor) {
+  auto scores = scores_in / divisor;
+  if (mask.defined()) scores = scores.masked_fill(mask, finfo_lowest(scores.scalar_type()));
+  return torch::softmax(scores, -1, torch::kFloat32).to(scores_in.scalar_type());
+}
+
+torch::Tensor silu_mul_reference(const torch::Tensor& g, const torch::Tensor& u) { return torch::silu(g) * u; }
+
+torch::Tensor route_gate_reference(const torch::Tensor& h, int64_t E, int64_t K, const std::vector<int64_t>& col_expert) {
+  const auto dt = h.scalar_type();
+  const int64_t N = h.size(0), R = h.size(1) - E;
+  auto p = torch::softmax(h.narrow(1, 0, E).to(torch::kFloat32), -1);
+  auto top = torch::topk(p, K, -1);
+  auto w = std::get<0>(top);
+  w = (w / w.sum(-1, /*keepdim=*/true)).to(dt);
+  auto gates = torch::zeros({N, E}, h.options()).scatter(1, std::get<1>(top), w);
+  auto ce = torch::tensor(col_expert, torch::TensorOptions().dtype(torch::kInt64));
+  return h.narrow(1, E, R) * gates.index_select(1, ce);
+}
+
+// ---- fused entry points ----
+
+torch::Tensor attention_probs(torch::Tensor scores, const torch::Tensor& mask, double divisor) {
+  RECORD_FUNCTION("mor::attn_probs", std::vector<c10::IValue>({scores}));
+  check_kernel_dtype(scores, "attention_probs");
+  if (scores.dim() != 4) throw std::runtime_error("attention_probs: scores must be [B, H, T, S]");
+  if (!scores.is_contiguous()) scores = scores.contiguous();
+  if (scores.scalar_type() == torch::kBFloat16)
+    attention_probs_impl<c10::BFloat16>(scores, mask, divisor, scores.data_ptr<c10::BFloat16>(), nullptr);
+  else attention_probs_impl<float>(scores, mask, divisor, scores.data_ptr<float>(), nullptr);
+  return scores;
+}
+
+torch::Tensor silu_mul(const torch::Tensor& g_in, const torch::Tensor& u_in) {
+  RECORD_FUNCTION("mor::silu_mul", std::vector<c10::IValue>({g_in}));
+  check_kernel_dtype(g_in, "silu_mul");
+  if (g_in.sizes() != u_in.sizes() || g_in.scalar_type() != u_in.scalar_type())
+    throw std::runtime_error("silu_mul: gate and up differ in shape or dtype");
+  // A fused element loop measured ~8x slower than LibTorch's vectorised silu + mul in the prefill
+  // profile (and bf16 silu rounds after every vector op, which it had to emulate), so this is silu
+  // then an in-place mul: the reference's values exactly, one allocation fewer.
+  return torch::silu(g_in).mul_(u_in);
+}
+
+torch::Tensor rms_norm_fused(const torch::Tensor& x_in, const torch::Tensor& weight, double eps) {
+  RECORD_FUNCTION("mor::rms_norm", std::vector<c10::IValue>({x_in}));
+  check_kernel_dtype(x_in, "rms_norm");
+  if (weight.scalar_type() != x_in.scalar_type() || weight.numel() != x_in.size(-1))
+    throw std::runtime_error("rms_norm: weight must be [C] in x's dtype");
+  auto x = x_in.contiguous();
+  auto w = weight.contiguous();
+  auto out = torch::empty_like(x);
+  if (x.scalar_type() == torch::kBFloat16) rms_norm_impl<c10::BFloat16>(x, w, eps, out);
+  else rms_norm_impl<float>(x, w, eps, out);
+  return out;
+}
+
+torch::Tensor apply_rope_fused(const torch::Tensor& x_in, const torch::Tensor& cos, const torch::Tensor& sin) {
+  RECORD_FUNCTION("mor::rope", std::vector<c10::IValue>({x_in}));
+  check_kernel_dtype(x_in, "apply_rope");
+  if (x_in.dim() != 4 || cos.dim() != 3 || cos.scalar_type() != x_in.scalar_type() || sin.scalar_type() != x_in.scalar_type())
+    throw std::runtime_error("apply_rope: x must be [B, T, H, D], cos/sin [B, T, D] in x's dtype");
+  auto x = x_in.contiguous();
+  auto c = cos.expand({x.size(0), x.size(1), x.size(3)});
+  auto s = sin.expand({x.size(0), x.size(1), x.size(3)});
+  if (c.stride(2) != 1) c = c.contiguous();
+  if (s.stride(2) != 1) s = s.contiguous();
+  auto out = torch::empty_like(x);
+  if (x.scalar_type() == torch::kBFloat16) rope_impl<c10::BFloat16>(x, c, s, out);
+  else rope_impl<float>(x, c, s, out);
+  return out;
+}
+
+void route_gate_(torch::Tensor& h, int64_t E, int64_t K, const std::vector<int64_t>& col_expert) {
+  RECORD_FUNCTION("mor::route_gate", std::vector<c10::IValue>({h}));
+  check_kernel_dtype(h, "route_gate");
+  if (h.dim() != 2 || h.stride(1) != 1 || h.size(1) != E + static_cast<int64_t>(col_expert.size()) || K < 1 || K > E)
+    throw std::runtime_error("route_gate: h must be [N, E + R] with unit column stride, 1 <= top_k <= E");
+  if (h.scalar_type() == torch::kBFloat16) route_gate_impl<c10::BFloat16>(h, E, K, col_expert);
+  else route_gate_impl<float>(h, E, K, col_expert);
+}
+
+torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
+                                 const torch::Tensor& lora_A, const torch::Tensor& lora_B, int64_t top_k,
+                                 const std::vector<int64_t>& ranks, double lora_alpha, MolaInferWeights& c,
+                                 torch::Tensor* router_logits_out) {
+  torch::NoGradGuard ng;
+  const auto dt = x.scalar_type();
+  const int64_t E = router.size(0), R = lora_A.size(0);
+  std::vector<int64_t> key = {router._version(), lora_A._version(), lora_B._version(),
+                              reinterpret_cast<int64_t>(router.data_ptr()), reinterpret_cast<int64_t>(lora_A.data_ptr()),
+                              reinterpret_cast<int64_t>(lora_B.data_ptr()), static_cast<int64_t>(dt)};
+  if (key != c.key) {
+    // The same ops as mola_fused_forward, once instead of per call.
+    c.ra = torch::cat({router, lora_A}, 0).to(dt);
+    bool uniform = true;
+    for (auto r : ranks) uniform = uniform && r == ranks.front();
+    std::vector<float> col_scale;
+    c.col_expert.clear();
+    for (int64_t e = 0; e < E; ++e) {
+      c.col_expert.insert(c.col_expert.end(), ranks[e], e);
+      col_scale.insert(col_scale.end(), ranks[e], float(lora_alpha / ranks[e]));
+    }
+    if (uniform) c.bs = (lora_B * (lora_alpha / double(ranks.front()))).to(dt);
+    else c.bs = (lora_B * torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(x.device())).to(dt);
+    c.key = key;
+  }
+  auto h = torch::mm(x, c.ra.t());  // [N, E + R]
+  route_gate_(h, E, top_k, c.col_expert);
+  // A contiguous copy of the gated activations: a strided bf16 mat1 leaves oneDNN for a slow loop.
+  // In place: addmm(self, ...) would first copy the [N, O] base product.
+  auto y = torch::mm(x, weight.t()).addmm_(h.narrow(1, E, R).contiguous(), c.bs.t());
+  if (router_logits_out) *router_logits_out = h.narrow(1, 0, E);
+  return y;
+}
+
+// ---- autograd versions (training) ----
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct AttentionProbsFn : public torch::autograd::Function<AttentionProbsFn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& scores_in, const torch::Tensor& mask,
+                               double divisor) {
+    auto scores = scores_in.contiguous();
+    torch::Tensor out, p32;
+    if (scores.scalar_type() == torch::kBFloat16) {
+      out = torch::empty_like(scores);
+      p32 = torch::empty(scores.sizes(), scores.options().dtype(torch::kFloat32));
+      attention_probs_impl<c10::BFloat16>(scores, mask, divisor, out.data_ptr<c10::BFloat16>(), p32.data_ptr<float>());
+    } else {
+      out = torch::empty_like(scores);
+      attention_probs_impl<float>(scores, mask, divisor, out.data_ptr<float>(), nullptr);
+      p32 = out;
+    }
+    ctx->save_for_backward({p32});
+    ctx->saved_data["mask"] = mask.defined() ? mask : torch::Tensor();
+    ctx->saved_data["div"] = divisor;
+    ctx->saved_data["f32_is_out"] = scores.scalar_type() == torch::kFloat32;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    RECORD_FUNCTION("mor::attn_probs_backward", std::vector<c10::IValue>());
+    auto p32 = ctx->get_saved_variables()[0];
+    auto mask = ctx->saved_data["mask"].toTensor();
+    const double div = ctx->saved_data["div"].toDouble();
+    auto g = grads[0].contiguous();
+    auto gin = torch::empty_like(g);
+    if (g.scalar_type() == torch::kBFloat16)
+      attention_probs_backward_impl<c10::BFloat16>(g, p32.data_ptr<float>(), mask, div, gin.data_ptr<c10::BFloat16>());
+    else attention_probs_backward_impl<float>(g, p32.data_ptr<float>(), mask, div, gin.data_ptr<float>());
+    return {gin, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& g, const torch::Tensor& u) {
+    auto gc = g.contiguous(), uc = u.contiguous();
+    ctx->save_for_backward({gc, uc});
+    torch::NoGradGuard ng;
+    return silu_mul(gc, uc);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    RECORD_FUNCTION("mor::silu_mul_backward", std::vector<c10::IValue>());
+    auto saved = ctx->get_saved_variables();
+    auto d = grads[0].contiguous();
+    // LibTorch's own kernels (same values as the reference's graph); silu(g) recomputed, not saved.
+    auto gg = torch::silu_backward(d * saved[1], saved[0]);
+    auto gu = d * torch::silu(saved[0]);
+    return {gg, gu};
+  }
+};
+
+}  // namespace
+
+bool kernel_ok(const torch::Tensor& x) {
+  const auto dt = x.scalar_type();
+  return fused_enabled() && x.device().is_cpu() && (dt == torch::kFloat32 || dt == torch::kBFloat16);
+}
+
+torch::Tensor attention_probs_train(const torch::Tensor& scores, const torch::Tensor& mask, double divisor) {
+  check_kernel_dtype(scores, "attention_probs");
+  if (scores.dim() != 4) throw std::runtime_error("attention_probs: scores must be [B, H, T, S]");
+  return AttentionProbsFn::apply(scores, mask, divisor);
+}
+
+torch::Tensor silu_mul_train(const torch::Tensor& g, const torch::Tensor& u) {
+  check_kernel_dtype(g, "silu_mul");
+  if (g.sizes() != u.sizes() || g.scalar_type() != u.scalar_type())
+    throw std::runtime_error("silu_mul: gate and up differ in shape or dtype");
+  return SiluMulFn::apply(g, u);
+}
+
+}  // namespace mor
