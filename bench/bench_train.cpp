@@ -107,23 +107,20 @@ static int run_one(const std::string& which, int steps) {
   for (auto& p : params) n_train += p.numel();
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(3e-4).weight_decay(0.0));
   model->train();
+  // B random examples of T tokens; one step = the recipe's own train_step (collate, forward, loss,
+  // backward) on them, then AdamW.
   auto ids = torch::randint(3, cfg.vocab_size, {B, T}, torch::kInt64);
-  auto mask = torch::ones({B, T}, torch::kInt64);
+  std::vector<TokenizedExample> examples(B);
+  std::vector<const TokenizedExample*> batch;
+  for (int64_t b = 0; b < B; ++b) {
+    examples[b].input_ids.assign(ids[b].data_ptr<int64_t>(), ids[b].data_ptr<int64_t>() + T);
+    examples[b].labels = examples[b].input_ids;
+    batch.push_back(&examples[b]);
+  }
+  TrainStepOptions so;
+  so.obalance = which != "base";
   auto step = [&] {
-    RouterLogits rl;
-    ForwardArgs a;
-    a.input_ids = ids;
-    a.attention_mask = mask;
-    a.router_logits = &rl;
-    auto logits = model->forward(a);
-    torch::Tensor loss;
-    if (which == "base") {
-      loss = torch::nn::functional::cross_entropy(logits.index({torch::indexing::Slice(), torch::indexing::Slice(0, -1)}).reshape({-1, cfg.vocab_size}),
-                                                  ids.index({torch::indexing::Slice(), torch::indexing::Slice(1)}).reshape({-1}));
-    } else {
-      loss = compute_loss(model, logits, ids, rl, true).loss;
-    }
-    loss.backward();
+    train_step(model, batch, so);
     opt.step();
     opt.zero_grad();
   };

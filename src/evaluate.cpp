@@ -14,12 +14,12 @@
 
 #include "adapter.h"
 #include "allocation.h"
-#include "cli.h"
 #include "config.h"
 #include "dataset.h"
 #include "files.h"
 #include "generate.h"
 #include "llama.h"
+#include "open_model.h"
 #include "pyjson.h"
 #include "tokenizer.h"
 
@@ -236,20 +236,13 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
     if (!opt.quiet) std::cerr << "resuming after " << results.size() << " examples from " << opt.save_path << "\n";
   }
 
-  torch::Device device = parse_device(opt.device);
-  torch::Dtype dtype = parse_dtype(opt.dtype, device);
-  set_threads(opt.threads);
-  const std::string model_dir = resolve_model_dir(opt.base_model);
-  Tokenizer tok = Tokenizer::load(model_dir);
-  LlamaForCausalLM model = load_llama(model_dir, dtype, device);
-  if (!opt.mola_weights.empty()) {
-    if (opt.allocation.any_given()) {
-      Allocation given = opt.allocation.build(model->cfg);
-      load_adapter(model, opt.mola_weights, &given);
-    } else {
-      load_adapter(model, opt.mola_weights);
-    }
-  }
+  ModelSource src = open_model_source(opt.base_model);
+  AdapterSpec spec;
+  spec.weights_dir = opt.mola_weights;
+  if (!opt.mola_weights.empty() && opt.allocation.any_given()) spec.allocation = opt.allocation.build(src.cfg);
+  const Tokenizer tok = src.tokenizer;
+  OpenedModel opened = load_model(std::move(src), RuntimeOptions{opt.device, opt.dtype, opt.threads}, spec);
+  LlamaForCausalLM model = opened.model;
   model->eval();
   torch::NoGradGuard no_grad;
 

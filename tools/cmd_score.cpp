@@ -11,6 +11,7 @@
 #include "dataset.h"
 #include "examples.h"
 #include "llama.h"
+#include "open_model.h"
 #include "tokenizer.h"
 
 int mor::cmd_score(int argc, char** argv) {
@@ -40,12 +41,11 @@ int mor::cmd_score(int argc, char** argv) {
         add_allocation_flags(app, aflags);
       },
       [&]() {
-        set_threads(threads);
         if (cutoff_len < 2) throw std::runtime_error("--cutoff_len must be >= 2, got " + std::to_string(cutoff_len));
         if (batch_size < 1) throw std::runtime_error("--batch_size must be >= 1, got " + std::to_string(batch_size));
         // Cheap checks and the data first, the model last.
-        const std::string dir = resolve_model_dir(base_model);
-        Tokenizer tok = Tokenizer::load(dir);
+        ModelSource src = open_model_source(base_model);
+        const Tokenizer& tok = src.tokenizer;
         PromptTemplate tmpl = PromptTemplate::from_name_or_file(prompt_template_name);
         DatasetDict dd = load_dataset(data_path);
         const Dataset& ds = dd.split(split == "train" && dd.split_names.size() == 1 ? dd.split_names[0] : split);
@@ -63,17 +63,12 @@ int mor::cmd_score(int argc, char** argv) {
             throw std::runtime_error(data_path + ": row " + std::to_string(i) + ": " + e.what());
           }
         }
-        const torch::Device dev = parse_device(device);
-        const torch::Dtype dt = parse_dtype(dtype, dev);
-        auto model = load_llama(dir, dt, dev);
-        if (!mola_weights.empty()) {
-          if (aflags.any_given()) {
-            auto flags = aflags.build(model->cfg);
-            load_adapter(model, mola_weights, &flags);
-          } else {
-            load_adapter(model, mola_weights, nullptr);
-          }
-        }
+        AdapterSpec spec;
+        spec.weights_dir = mola_weights;
+        if (!mola_weights.empty() && aflags.any_given()) spec.allocation = aflags.build(src.cfg);
+        OpenedModel opened = load_model(src, RuntimeOptions{device, dtype, threads}, spec);
+        auto model = opened.model;
+        const torch::Device dev = opened.runtime.device;
         model->eval();
         torch::NoGradGuard ng;
         double sum_ce = 0, sum_aux = 0, sum_loss = 0;
