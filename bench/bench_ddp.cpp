@@ -2,7 +2,8 @@
 // buckets) against 1 process x 2 threads with the same global batch (2 micro-batches per optimizer
 // step), and the share of the 2-process step spent in the gradient all-reduce. The model: a random
 // LLaMA with the 1B-class layer shape (hidden 2048, intermediate 5632, 32 heads, 4 kv heads, vocab
-// 32000; --layers of them, 22 for TinyLlama-1.1B), bf16 base, MoLA experts 2/4/6/8 by quarter, top-2,
+// 32000; --layers of them, 22 for TinyLlama-1.1B), base in --dtype auto's choice (bf16 where the CPU has
+// AVX512-BF16, else float32), MoLA experts 2/4/6/8 by quarter, top-2,
 // rank 8 on all 7 modules, micro-batches of 1 x --tokens tokens. Each step is the recipe's own
 // train_step + Distributed::average_gradients + clip + AdamW. Configurations alternate in rounds;
 // medians are printed. Usage: bench_ddp [--layers N] [--tokens T] [--steps N] [--rounds N]
@@ -24,6 +25,7 @@
 #include "allocation.h"
 #include "ddp.h"
 #include "llama.h"
+#include "runtime.h"
 #include "trainer.h"
 
 using namespace mor;
@@ -47,7 +49,7 @@ static int free_port() {
 static int worker(int layers, int64_t T, int steps, int micro) {
   ModelConfig cfg = ModelConfig::llama(2048, 5632, layers, 32, 4, 32000);
   cfg.max_position_embeddings = 2048;
-  LlamaForCausalLM model(cfg, torch::kBFloat16, torch::kCPU);
+  LlamaForCausalLM model(cfg, parse_dtype("auto", torch::kCPU), torch::kCPU);
   {
     torch::NoGradGuard ng;
     torch::manual_seed(0);
@@ -87,9 +89,9 @@ static int worker(int layers, int64_t T, int steps, int micro) {
   }
   const double tokens = static_cast<double>(micro * T * dist.world() * steps);
   if (dist.is_main())
-    std::printf("RESULT world=%lld threads=%d trainable=%lld s_per_step=%.3f tokens_per_s=%.2f allreduce_share=%.4f "
+    std::printf("RESULT world=%lld threads=%d dtype=%s trainable=%lld s_per_step=%.3f tokens_per_s=%.2f allreduce_share=%.4f "
                 "allreduce_mb=%.1f\n",
-                (long long)dist.world(), torch::get_num_threads(), (long long)n_train, total / steps, tokens / total,
+                (long long)dist.world(), torch::get_num_threads(), dtype_name(model->dtype).c_str(), (long long)n_train, total / steps, tokens / total,
                 reduce / std::max(1e-12, total), n_train * 4.0 / 1e6);
   std::fflush(stdout);
   dist.barrier();

@@ -35,12 +35,12 @@ namespace {
 bool has_adapter_weights(const fs::path& d) {
   return fs::exists(d / "adapter_model.safetensors") || fs::exists(d / "adapter_model.bin");
 }
-// A folder that was meant to be a checkpoint: named checkpoint-N or holding a checkpoint's files.
+// A folder that was meant to be a checkpoint: named checkpoint-N or holding a checkpoint's own files
+// (not trainer_state.json alone: an output folder has one beside its final adapter).
 bool looks_like_checkpoint(const fs::path& d) {
   static const std::regex re("checkpoint-[0-9]+");
   const std::string name = d.filename().empty() ? d.parent_path().filename().string() : d.filename().string();
-  return std::regex_match(name, re) || fs::exists(d / "optimizer.pt") || fs::exists(d / "data_state.json") ||
-         fs::exists(d / "trainer_state.json");
+  return std::regex_match(name, re) || fs::exists(d / "optimizer.pt") || fs::exists(d / "data_state.json");
 }
 std::string incomplete(const std::string& flag, const std::string& dir) {
   return "--resume_from_checkpoint " + flag + ": " + dir +

@@ -43,9 +43,9 @@ torch::Tensor clip_gradients(const std::vector<torch::Tensor>& params, double ma
   }
   std::vector<torch::Tensor> norms;
   for (auto& g : grads) norms.push_back(g.norm(2));
-  torch::Tensor total = torch::stack(norms).norm(2);
-  // clip_grad_norm_ forms the coefficient in double on the host; the same in float64 on the device.
-  torch::Tensor coef = (max_norm / (total.to(torch::kFloat64) + 1e-6)).clamp_max(1.0).to(grads[0].scalar_type());
+  // Exactly as LibTorch's clip_grad_norm_ (1.13 and 2.x): coefficient in the gradients' dtype, clamped at 1.
+  torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
+  torch::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
   for (auto& g : grads) g.mul_(coef);
   return total;
 }
