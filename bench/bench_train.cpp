@@ -109,17 +109,22 @@ void setup(Config& c, const ModelConfig& cfg, const std::string& experts) {
   c.model->train();
 }
 
-// The training step of the recipe (src/trainer_loop.cpp): forward (optionally checkpointed), loss with
-// the balance term, backward, clip to norm 1, AdamW, zero_grad.
-void train_step(Config& c, const torch::Tensor& ids, const torch::Tensor& mask) {
-  RouterLogits rl;
-  ForwardArgs a;
-  a.input_ids = ids;
-  a.attention_mask = mask;
-  a.router_logits = &rl;
-  auto logits = c.checkpointing ? forward_checkpointed(c.model, a) : c.model->forward(a);
-  LossParts lp = compute_loss(c.model, logits, ids, rl, c.obalance);
-  lp.loss.backward();
+// One optimizer step: the recipe's own train_step (src/trainer.h: collate, forward (optionally
+// checkpointed), loss with the balance term, backward) on the rows of `ids`, then clip to norm 1, AdamW.
+void bench_step(Config& c, const torch::Tensor& ids) {
+  const int64_t B = ids.size(0), T = ids.size(1);
+  auto host = ids.to(torch::kCPU).contiguous();
+  std::vector<TokenizedExample> examples(B);
+  std::vector<const TokenizedExample*> batch;
+  for (int64_t b = 0; b < B; ++b) {
+    examples[b].input_ids.assign(host[b].data_ptr<int64_t>(), host[b].data_ptr<int64_t>() + T);
+    examples[b].labels = examples[b].input_ids;
+    batch.push_back(&examples[b]);
+  }
+  TrainStepOptions so;
+  so.obalance = c.obalance;
+  so.gradient_checkpointing = c.checkpointing;
+  train_step(c.model, batch, so);
   torch::nn::utils::clip_grad_norm_(c.params, 1.0);
   c.opt->step();
   c.opt->zero_grad();
@@ -141,7 +146,7 @@ int run_7b(int steps, bool checkpointing) {
   std::vector<double> secs;
   for (int i = 0; i < steps; ++i) {
     auto t = Clock::now();
-    train_step(c, ids, mask);
+    bench_step(c, ids);
     secs.push_back(seconds_since(t));
     std::printf("7b step %d: %.1f s, peak RSS %.2f GB\n", i + 1, secs.back(), peak_rss_gb());
     std::fflush(stdout);
@@ -194,7 +199,7 @@ int main(int argc, char** argv) {
       Config& c = cs[(k + r + 1) % 3];  // rotated order
       torch::manual_seed(100 + r);
       auto t = Clock::now();
-      train_step(c, ids, mask);
+      bench_step(c, ids);
       secs[c.name] = seconds_since(t);
     }
     if (r < 0) continue;

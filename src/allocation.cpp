@@ -5,7 +5,6 @@
 #include "config_sizes.h"
 
 #include "arch.h"
-#include "cli.h"
 #include "routing.h"
 
 #include <algorithm>
@@ -391,26 +390,10 @@ std::string Allocation::difference(const Allocation& o) const {
   return "";
 }
 
-bool AllocationFlags::any_given() const {
-  for (auto* o : options)
-    if (o && o->count() > 0) return true;
-  return false;
-}
+bool AllocationFlags::any_given() const { return was_given && was_given(); }
 
 Allocation AllocationFlags::build(const ModelConfig& cfg) const {
   return Allocation::from_flags(cfg, target_modules, number_experts, lora_r, top_k, lora_alpha, lora_dropout);
-}
-
-void add_allocation_flags(CLI::App& app, AllocationFlags& f) {
-  f.options = {
-      add_opt(app, "lora_target_modules", f.target_modules, "modules carrying experts (comma list)"),
-      add_opt(app, "number_experts", f.number_experts,
-              "experts per layer: one integer, one per layer (comma list), or a JSON file (list or per-module object)"),
-      add_opt(app, "lora_r", f.lora_r, "expert rank per layer (same forms; JSON values may list one rank per expert)"),
-      add_opt(app, "top_k", f.top_k, "experts used per token, per layer (same forms)"),
-      add_opt(app, "lora_alpha", f.lora_alpha, "LoRA alpha (scaling alpha / r)"),
-      add_opt(app, "lora_dropout", f.lora_dropout, "dropout on the experts' input in training"),
-  };
 }
 
 std::string with_commas(int64_t v) {

@@ -4,6 +4,7 @@
 // validated in one place, stored in mola_config.json, and printed as a per-layer table.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -12,8 +13,6 @@
 
 #include "config.h"
 #include "moe_lora.h"
-
-namespace CLI { class App; class Option; }
 
 namespace mor {
 
@@ -28,14 +27,11 @@ struct AllocationFlags {
   std::string top_k = "2";
   double lora_alpha = 16.0;
   double lora_dropout = 0.05;
-  std::vector<CLI::Option*> options;  // filled by add_allocation_flags
+  std::function<bool()> was_given;  // set by add_allocation_flags (src/cli.h) once the flags are registered
 
   bool any_given() const;  // whether the user passed any of them (after parsing)
   Allocation build(const ModelConfig& cfg) const;
 };
-// Registers --lora_target_modules, --number_experts, --lora_r, --top_k, --lora_alpha, --lora_dropout
-// (and their dashed spellings).
-void add_allocation_flags(CLI::App& app, AllocationFlags& flags);
 
 struct Allocation {
   int64_t n_layer = 0;

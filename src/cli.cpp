@@ -4,6 +4,8 @@
 #include "errors.h"
 
 #include <cpuid.h>
+#include "ddp.h"
+#include "runtime.h"
 
 #include <algorithm>
 #include <cctype>
@@ -128,73 +130,21 @@ int run_command(const std::string& cmd, const std::string& description, int argc
   }
 }
 
-}  // namespace mor
-
-// ---- run-time choices: device, dtype, threads ----
-
-
-namespace mor {
-
-torch::Device parse_device(const std::string& name) {
-  if (name == "cpu") return torch::kCPU;
-  if (name.rfind("cuda", 0) == 0) {
-    if (!torch::cuda::is_available())
-      throw std::runtime_error("--device " + name + ": CUDA is not available in this build/machine");
-    try {
-      return torch::Device(name);
-    } catch (const std::exception&) {
-      throw std::runtime_error("--device " + name + ": expected cpu, cuda or cuda:N");
-    }
-  }
-  throw std::runtime_error("--device '" + name + "': expected cpu, cuda or cuda:N");
-}
-
-bool cpu_has_fast_bf16() {
-#if defined(__x86_64__) || defined(__i386__)
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_max(0, nullptr) < 7) return false;
-  __cpuid_count(7, 1, a, b, c, d);
-  return (a >> 5) & 1u;  // AVX512_BF16
-#else
-  return false;
-#endif
-}
-
-torch::Dtype parse_dtype(const std::string& name, torch::Device device) {
-  if (name == "auto") {
-    if (device.is_cuda()) return torch::kBFloat16;
-    return cpu_has_fast_bf16() ? torch::kBFloat16 : torch::kFloat32;
-  }
-  if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat32;
-  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
-  if (name == "float16" || name == "fp16" || name == "half") {
-    if (!device.is_cuda()) throw std::runtime_error("--dtype float16 is only supported on CUDA (use bfloat16 or float32 on CPU)");
-    return torch::kFloat16;
-  }
-  throw std::runtime_error("--dtype '" + name + "': expected auto, float32, bfloat16 or float16");
-}
-
-void set_threads(int n) {
-  if (n < 0) throw std::runtime_error("--threads must be >= 0 (0 = all cores)");
-  if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(n);
-}
-
-std::string dtype_name(torch::Dtype dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kFloat16: return "float16";
-    default: return c10::toString(dtype);
-  }
-}
-
-std::string describe_runtime(torch::Device device, torch::Dtype dtype, const std::string& dtype_flag) {
-  std::string why;
-  if (dtype_flag == "auto")
-    why = device.is_cuda() ? " (auto: CUDA)" : cpu_has_fast_bf16() ? " (auto: CPU has AVX512-BF16)" : " (auto: no fast bf16 on this CPU)";
-  return "device " + device.str() + ", dtype " + dtype_name(dtype) + why + ", " + std::to_string(torch::get_num_threads()) +
-         " threads";
+void add_allocation_flags(CLI::App& app, AllocationFlags& f) {
+  std::vector<CLI::Option*> opts = {
+      add_opt(app, "lora_target_modules", f.target_modules, "modules carrying experts (comma list)"),
+      add_opt(app, "number_experts", f.number_experts,
+              "experts per layer: one integer, one per layer (comma list), or a JSON file (list or per-module object)"),
+      add_opt(app, "lora_r", f.lora_r, "expert rank per layer (same forms; JSON values may list one rank per expert)"),
+      add_opt(app, "top_k", f.top_k, "experts used per token, per layer (same forms)"),
+      add_opt(app, "lora_alpha", f.lora_alpha, "LoRA alpha (scaling alpha / r)"),
+      add_opt(app, "lora_dropout", f.lora_dropout, "dropout on the experts' input in training"),
+  };
+  f.was_given = [opts] {
+    for (auto* o : opts)
+      if (o->count() > 0) return true;
+    return false;
+  };
 }
 
 std::string build_info() {
@@ -208,6 +158,8 @@ std::string build_info() {
   const bool bf16 = cpu_has_fast_bf16();
   s += std::string("; CPU ") + (bf16 ? "has" : "lacks") + " AVX512-BF16 (--dtype auto: " + (bf16 ? "bfloat16" : "float32") +
        " on CPU)";
+  const std::string ddp = ddp_backends_built();
+  s += ddp.empty() ? "; data parallel: not built (no c10d/Gloo headers)" : "; data parallel: " + ddp;
   return s;
 }
 

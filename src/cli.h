@@ -1,6 +1,7 @@
 // Command-line plumbing shared by the subcommands: flags registered under the Python scripts'
 // names with the dashed spelling too (--base_model / --base-model), booleans that accept both
-// `--flag` and `--flag True/False`, run-time device/dtype/thread choices, and the one catch in main.
+// `--flag` and `--flag True/False`, the allocation flags, and the one catch in main. The run-time
+// choices (device, dtype, threads) are library code: src/runtime.h.
 #pragma once
 #include <functional>
 #include <string>
@@ -8,6 +9,9 @@
 
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
+
+#include "allocation.h"
+#include "runtime.h"  // the commands parse --device/--dtype/--threads with it
 
 namespace mor {
 
@@ -39,20 +43,8 @@ CLI::Option* add_bool(CLI::App& app, const std::string& name, bool& var, const s
 int run_command(const std::string& cmd, const std::string& description, int argc, char** argv,
                 const std::function<void(CLI::App&)>& define, const std::function<int()>& body);
 
-// --device: "cpu", "cuda", "cuda:N". Throws when CUDA is asked for but not available.
-torch::Device parse_device(const std::string& name);
-
-// --dtype: "auto" (bfloat16 on CUDA, and on CPUs with AVX512-BF16 where bf16 matmul is fast; else
-// float32), "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" (CUDA only).
-torch::Dtype parse_dtype(const std::string& name, torch::Device device);
-bool cpu_has_fast_bf16();  // AVX512-BF16 (cpuid leaf 7 subleaf 1, EAX bit 5)
-
-// --threads: sets LibTorch's intra-op pool (0 = all cores). Call before any torch work.
-void set_threads(int n);
-
-// One line: "device cpu, dtype bfloat16 (auto: AVX512-BF16), 2 threads".
-std::string describe_runtime(torch::Device device, torch::Dtype dtype, const std::string& dtype_flag);
-
-std::string dtype_name(torch::Dtype dtype);  // "float32", "bfloat16", "float16"
+// Registers --lora_target_modules, --number_experts, --lora_r, --top_k, --lora_alpha, --lora_dropout
+// (and their dashed spellings) into `flags`; flags.any_given() then says whether any was passed.
+void add_allocation_flags(CLI::App& app, AllocationFlags& flags);
 
 }  // namespace mor

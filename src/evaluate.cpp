@@ -16,13 +16,13 @@
 #include "adapter.h"
 #include "allocation.h"
 #include "reference_adapter.h"
-#include "cli.h"
 #include "config.h"
 #include "dataset.h"
 #include "eval_routing.h"
 #include "files.h"
 #include "generate.h"
 #include "llama.h"
+#include "open_model.h"
 #include "pyjson.h"
 #include "tokenizer.h"
 
@@ -249,22 +249,15 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
     if (!opt.quiet) std::cerr << "resuming after " << results.size() << " examples from " << opt.save_path << "\n";
   }
 
-  torch::Device device = parse_device(opt.device);
-  torch::Dtype dtype = parse_dtype(opt.dtype, device);
-  set_threads(opt.threads);
-  const std::string model_dir = resolve_model_dir(opt.base_model);
-  Tokenizer tok = Tokenizer::load(model_dir);
-  LlamaForCausalLM model = load_llama(model_dir, dtype, device);
-  if (tok.vocab_size() > model->cfg.vocab_size)  // ids past the embedding would fail mid-run, naming nothing
-    throw std::runtime_error(model_dir + ": the tokenizer (tokenizer.model) has " + std::to_string(tok.vocab_size()) +
-                             " tokens, more than config.json's vocab_size " + std::to_string(model->cfg.vocab_size) +
-                             ": tokenizer and model do not belong together");
-  if (!opt.mola_weights.empty()) {
-    // Ours (mola_config.json) or the reference's folder (allocation from its files); given flags must agree.
-    GivenAllocationFlags given = given_flags(opt.allocation);
-    given.default_top_k = 2;  // evaluation_scienceqa.py's --top_k default, "2,2,...,2"
-    load_adapter_folder(model, opt.mola_weights, given);
-  }
+  ModelSource src = open_model_source(opt.base_model);
+  AdapterSpec spec;
+  spec.weights_dir = opt.mola_weights;
+  // Ours (mola_config.json) or the reference's folder (allocation from its files); given flags must agree.
+  spec.given = given_flags(opt.allocation);
+  spec.given->default_top_k = 2;  // evaluation_scienceqa.py's --top_k default, "2,2,...,2"
+  const Tokenizer tok = src.tokenizer;
+  OpenedModel opened = load_model(std::move(src), RuntimeOptions{opt.device, opt.dtype, opt.threads}, spec);
+  LlamaForCausalLM model = opened.model;
   opt.routing.apply_given(model);
   model->eval();
   torch::NoGradGuard no_grad;

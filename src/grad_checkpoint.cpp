@@ -73,33 +73,22 @@ struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
 
 }  // namespace
 
-torch::Tensor forward_checkpointed(LlamaForCausalLM& model, const ForwardArgs& a) {
-  auto& m = *model;
-  if (a.cache || a.last_only) throw std::runtime_error("forward_checkpointed: training inputs only (no cache)");
-  if (!a.input_ids.defined() || a.input_ids.dim() != 2) throw std::runtime_error("input_ids must be [B, T]");
-  const int64_t B = a.input_ids.size(0), T = a.input_ids.size(1);
-  auto ids = a.input_ids.to(m.device, torch::kLong);
-  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(m.device);
-  // The same rotary tables and mask as LlamaForCausalLMImpl::forward_hidden (no past).
-  torch::Tensor pos = a.position_ids.defined() ? a.position_ids.to(m.device, torch::kLong)
-                                               : torch::arange(0, T, lopt).unsqueeze(0).expand({B, T});
-  auto cs = rope_cos_sin(pos, m.cfg);
-  torch::Tensor cos = cs.first.to(m.dtype), sin = cs.second.to(m.dtype), mask;
-  if (T > 1) mask = torch::arange(T, lopt).view({1, 1, 1, T}) > torch::arange(T, lopt).view({1, 1, T, 1});
-  if (a.attention_mask.defined()) {
-    auto pad = (a.attention_mask.to(m.device) == 0).view({B, 1, 1, T});
-    mask = mask.defined() ? (mask | pad) : pad;
-  }
-  if (a.router_logits) a.router_logits->clear();
-  auto anchor = torch::zeros({}, torch::TensorOptions().device(m.device)).requires_grad_(true);
-  auto h = m.model->embed_tokens->forward(ids);
-  for (auto& layer : m.model->layer_list) {
-    variable_list res = LayerCheckpoint::apply(h, anchor, reinterpret_cast<int64_t>(layer.get()), cos, sin, mask,
-                                               a.router_logits != nullptr);
-    h = res[0];
-    if (a.router_logits) a.router_logits->emplace_back(res.begin() + 1, res.end());
-  }
-  return m.logits_from_hidden(m.model->norm->forward(h));
+torch::Tensor checkpointed_layer(LlamaDecoderLayerImpl& layer, const torch::Tensor& h, const AttentionContext& ctx,
+                                 std::vector<torch::Tensor>* router_logits) {
+  if (ctx.past != 0) throw std::runtime_error("gradient checkpointing: training inputs only (no cache)");
+  // A scalar that requires grad: the engine then calls backward even when h carries no gradient.
+  auto anchor = torch::zeros({}, torch::TensorOptions().device(h.device())).requires_grad_(true);
+  variable_list res = LayerCheckpoint::apply(h, anchor, reinterpret_cast<int64_t>(&layer), ctx.cos, ctx.sin, ctx.mask,
+                                             router_logits != nullptr);
+  if (router_logits) router_logits->insert(router_logits->end(), res.begin() + 1, res.end());
+  return res[0];
+}
+
+torch::Tensor forward_checkpointed(LlamaForCausalLM& model, const ForwardArgs& args) {
+  if (args.cache || args.last_only) throw std::runtime_error("forward_checkpointed: training inputs only (no cache)");
+  ForwardArgs a = args;
+  a.run_layer = checkpointed_layer;
+  return model->forward(a);
 }
 
 }  // namespace mor

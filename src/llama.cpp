@@ -275,7 +275,8 @@ torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
   if (T == 0) throw std::runtime_error("input_ids has no tokens");
   auto ids = a.input_ids.to(device, torch::kLong);
   {
-    auto mn = ids.min().item<int64_t>(), mx = ids.max().item<int64_t>();
+    // On the caller's tensor: the host one in training, so no device sync.
+    auto mn = a.input_ids.min().item<int64_t>(), mx = a.input_ids.max().item<int64_t>();
     if (mn < 0 || mx >= cfg.vocab_size)
       throw std::runtime_error("token id " + std::to_string(mn < 0 ? mn : mx) + " outside the vocabulary (" +
                                std::to_string(cfg.vocab_size) + ")");
@@ -316,7 +317,7 @@ torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
       a.router_logits->emplace_back();
       rl = &a.router_logits->back();
     }
-    h = layer->forward(h, ctx, a.cache, rl);
+    h = a.run_layer ? a.run_layer(*layer, h, ctx, rl) : layer->forward(h, ctx, a.cache, rl);
   }
   if (a.cache) a.cache->len = S;
   if (a.last_only) h = h.narrow(1, T - 1, 1);

@@ -7,6 +7,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,11 @@ struct ForwardArgs {
   // When set, cleared and then filled with one vector per layer; adapted modules push their router logits.
   RouterLogits* router_logits = nullptr;
   bool last_only = false;        // logits for the last position only: [B, 1, V] (generation prefill)
+  // When set, runs each decoder layer in place of layer->forward (same loop, e.g. gradient
+  // checkpointing: grad_checkpoint.h); pushes that layer's router logits into the vector when given.
+  std::function<torch::Tensor(LlamaDecoderLayerImpl& layer, const torch::Tensor& h, const AttentionContext& ctx,
+                              std::vector<torch::Tensor>* router_logits)>
+      run_layer;
 };
 
 class LlamaForCausalLMImpl : public torch::nn::Module {

@@ -1,5 +1,6 @@
 // The pure pieces of `mor train` (see trainer.h): learning-rate schedule, seeded permutations, the
-// validation split, length-grouped order, the step plan. The loop itself is in trainer_loop.cpp.
+// validation split, length-grouped order, the step plan, the micro-batch sampler. The step is in
+// train_step.cpp, the recipe (class Trainer) in recipe.cpp.
 #include "trainer.h"
 
 #include <algorithm>
@@ -104,6 +105,25 @@ StepPlan plan_steps(int64_t n_train, int64_t mb, int64_t accum) {
     p.dropped = p.n_micro % accum;
   }
   return p;
+}
+
+int64_t shard_size(int64_t n, int64_t world) { return world <= 1 ? n : (n + world - 1) / world; }
+
+MicroBatchSampler::MicroBatchSampler(const std::vector<int64_t>& order, const StepPlan& plan, int64_t mb, int64_t rank,
+                                     int64_t world)
+    : plan_(plan), micro_batch_size_(mb) {
+  if (world <= 1) {
+    shard_ = order;
+    return;
+  }
+  const int64_t n = static_cast<int64_t>(order.size()), total = shard_size(n, world) * world;
+  for (int64_t i = rank; i < total; i += world) shard_.push_back(order[i % n]);
+}
+
+std::vector<int64_t> MicroBatchSampler::batch(int64_t step_in_epoch, int64_t m) const {
+  const int64_t mi = step_in_epoch * plan_.micro_per_step + m, n = static_cast<int64_t>(shard_.size());
+  const int64_t begin = std::min(n, mi * micro_batch_size_), end = std::min(n, (mi + 1) * micro_batch_size_);
+  return std::vector<int64_t>(shard_.begin() + begin, shard_.begin() + end);
 }
 
 std::vector<torch::Tensor> param_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& named) {

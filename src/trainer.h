@@ -44,6 +44,10 @@ struct TrainOptions {
   int64_t max_steps = -1;  // > 0 overrides num_epochs (as TrainingArguments.max_steps)
   RoutingFlags routing;     // --router, --router_top_p, --router_z_loss (per layer, into mola_config.json)
   bool report = false;      // write output_dir/report.html at the end (mor report)
+  bool overwrite_output_dir = false;  // a fresh run may replace output_dir's checkpoints and adapter
+  // Data parallel (only when launched by torchrun: RANK, WORLD_SIZE, ... in the environment).
+  std::string ddp_backend = "auto";  // auto (nccl on CUDA, else gloo) | gloo | nccl
+  double ddp_timeout = 1800;         // seconds a collective may wait for the other ranks
 };
 
 // Learning-rate factor for optimizer step s (from 0): s/warmup while s < warmup, else
@@ -76,6 +80,29 @@ struct StepPlan {
 };
 StepPlan plan_steps(int64_t n_train, int64_t micro_batch_size, int64_t accum);
 
+// Examples of one rank under data parallelism: ceil(n / world) (the epoch order is padded by wrapping
+// around, as torch's DistributedSampler with drop_last false); n itself with one process.
+int64_t shard_size(int64_t n, int64_t world);
+
+// Which examples each micro-batch of an epoch holds, for one rank: rank r of `world` takes order[r],
+// order[r + world], ... of the (padded) epoch order, then cuts its share into micro-batches of
+// micro_batch_size (the last may be short); optimizer step s of the epoch takes micro-batches
+// s * plan.micro_per_step ... With world 1 that is the epoch order cut into micro-batches.
+class MicroBatchSampler {
+ public:
+  MicroBatchSampler() = default;
+  MicroBatchSampler(const std::vector<int64_t>& epoch_order, const StepPlan& plan, int64_t micro_batch_size,
+                    int64_t rank, int64_t world);
+  // Example indices of micro-batch m (0 <= m < plan.micro_per_step) of step `step_in_epoch`.
+  std::vector<int64_t> batch(int64_t step_in_epoch, int64_t m) const;
+  const std::vector<int64_t>& shard() const { return shard_; }
+
+ private:
+  std::vector<int64_t> shard_;
+  StepPlan plan_;
+  int64_t micro_batch_size_ = 1;
+};
+
 // Checks every option and input before any heavy work (files, sizes, allocation against config.json);
 // throws naming the flag or file.
 void validate_train_options(const TrainOptions& opt);
@@ -88,8 +115,34 @@ double evaluate_loss(LlamaForCausalLM& model, const std::vector<TokenizedExample
 // The tensors of trainable_params(model) (what the optimizer steps), in order.
 std::vector<torch::Tensor> param_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& named);
 
-// Runs the whole recipe; returns the process exit code (0 done, 130/143 interrupted after a checkpoint).
-int run_training(const TrainOptions& opt);
+// ---- one training step (the loop, the benchmark and the tests all call these) ----
+
+struct TrainStepOptions {
+  double loss_divisor = 1;  // gradient_accumulation_steps: backward sees loss / loss_divisor
+  double loss_scale = 1;    // float16 dynamic loss scale (1 otherwise)
+  bool obalance = false;
+  bool gradient_checkpointing = false;
+};
+// What train_step returns: detached, on the model's device (no host sync).
+struct StepResult {
+  torch::Tensor loss;  // float32 scalar, the micro-batch's loss (ce + 0.001 aux with obalance), unscaled
+  torch::Tensor aux;   // float32 scalar, the balance loss (0 without adapters)
+  int64_t tokens = 0;  // real (unpadded) tokens of the micro-batch
+};
+// One micro-batch: collate -> forward (optionally gradient-checkpointed) -> loss -> backward of
+// loss / loss_divisor * loss_scale; gradients accumulate into the parameters' .grad.
+StepResult train_step(LlamaForCausalLM& model, const std::vector<const TokenizedExample*>& batch,
+                      const TrainStepOptions& opt);
+
+// Gradient clipping without a host sync: the global 2-norm of all gradients (as
+// torch::nn::utils::clip_grad_norm_ computes it: the norm of the per-tensor norms), and when
+// max_norm > 0 every gradient times min(1, max_norm / (norm + 1e-6)). Returns the norm (a scalar on
+// the gradients' device; float64 when max_norm <= 0, where nothing is clipped).
+torch::Tensor clip_gradients(const std::vector<torch::Tensor>& params, double max_norm);
+
+// float16 loss scaling: divides every gradient by `scale` and reports in `found_inf` (a float32
+// scalar on the device, 1 = some gradient is inf/nan) with one fused check over all of them.
+void unscale_gradients(const std::vector<torch::Tensor>& params, double scale, torch::Tensor& found_inf);
 
 // Newest checkpoint-N folder in dir ("" when none).
 std::string latest_checkpoint(const std::string& dir);

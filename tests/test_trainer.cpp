@@ -296,17 +296,10 @@ TEST(TrainRecipe, ThreeStepsMatchHandComputation) {
   for (int s = 0; s < 3; ++s) {
     for (auto& p : params) p.mutable_grad() = torch::Tensor();
     double step_loss = 0;
-    for (auto& e : ex) {
-      Batch b = collate({&e});
-      RouterLogits rl;
-      ForwardArgs a;
-      a.input_ids = b.input_ids;
-      a.attention_mask = b.attention_mask;
-      a.router_logits = &rl;
-      auto lp = compute_loss(model, model->forward(a), b.labels, rl, true);
-      (lp.loss / 2.0).backward();
-      step_loss += lp.loss.item<double>() / 2.0;
-    }
+    TrainStepOptions so;  // the recipe's own step (tested against a direct computation in TrainStep.*)
+    so.loss_divisor = 2.0;
+    so.obalance = true;
+    for (auto& e : ex) step_loss += train_step(model, {&e}, so).loss.item<double>() / 2.0;
     double sq = 0;
     for (auto& p : params) sq += p.grad().to(torch::kFloat64).pow(2).sum().item<double>();
     const double norm = std::sqrt(sq), coef = std::min(1.0, max_norm / (norm + 1e-6));

@@ -12,6 +12,7 @@
 #include "reference_adapter.h"
 #include "routing.h"
 #include "routing_cli.h"
+#include "open_model.h"
 #include "tokenizer.h"
 
 namespace {
@@ -82,7 +83,6 @@ int mor::cmd_generate(int argc, char** argv) {
         add_bool(app, "json", json, "print one JSON object per prompt");
       },
       [&]() -> int {
-        set_threads(threads);
         if (!prompt.empty() && !prompts_file.empty()) throw std::runtime_error("give --prompt or --prompts_file, not both");
         if (batch_size < 1) throw std::runtime_error("--batch_size must be >= 1");
         if (max_new_tokens < 0) throw std::runtime_error("--max_new_tokens must be >= 0");
@@ -91,22 +91,19 @@ int mor::cmd_generate(int argc, char** argv) {
         if (top_k < 0) throw std::runtime_error("--top_k must be >= 0");
         std::vector<Prompt> prompts = prompts_file.empty() ? std::vector<Prompt>{{prompt, input}} : read_prompts_file(prompts_file);
         const PromptTemplate pt = PromptTemplate::from_name_or_file(tmpl);
-        const torch::Device dev = parse_device(device);
-        const torch::Dtype dt = parse_dtype(dtype, dev);
-        const std::string dir = resolve_model_dir(base_model);
-        Tokenizer tok = Tokenizer::load(dir);
-        LlamaForCausalLM m = load_llama(dir, dt, dev);
-        if (tok.vocab_size() > m->cfg.vocab_size)
-          throw std::runtime_error(dir + ": tokenizer has " + std::to_string(tok.vocab_size()) + " pieces but the model only " +
-                                   std::to_string(m->cfg.vocab_size));
         // Here --top_k is sampling's; the experts' top-k is --experts_top_k (the rest comes from the folder).
         if (!experts_top_k.empty() && mola_weights.empty()) throw std::runtime_error("--experts_top_k needs --mola_weights");
-        if (!mola_weights.empty()) {
-          GivenAllocationFlags given;
-          given.top_k_flag = "--experts_top_k";
-          if (!experts_top_k.empty()) given.top_k = experts_top_k;
-          load_adapter_folder(m, mola_weights, given);
-        }
+        AdapterSpec spec;
+        spec.weights_dir = mola_weights;
+        spec.given = GivenAllocationFlags{};
+        spec.given->top_k_flag = "--experts_top_k";
+        if (!experts_top_k.empty()) spec.given->top_k = experts_top_k;
+        OpenedModel opened = open_model(base_model, RuntimeOptions{device, dtype, threads}, spec);
+        LlamaForCausalLM m = opened.model;
+        const Tokenizer& tok = opened.source.tokenizer;
+        const std::string& dir = opened.source.dir;
+        const torch::Device dev = opened.runtime.device;
+        const torch::Dtype dt = opened.runtime.dtype;
         rflags.apply_given(m);
         std::cerr << "mor generate: " << dir << ", " << describe_runtime(dev, dt, dtype) << "\n";
         m->eval();

@@ -84,7 +84,8 @@ int mor::cmd_quickstart(int argc, char** argv) {
                                           "--val_set_size", "64", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.0",
                                           "--number_experts", "2,4,6,8", "--top_k", "2,2,2,2", "--warmup_steps", "20",
                                           "--logging_steps", "20", "--save_steps", "1000", "--train_on_inputs", "False",
-                                          "--obalance", "--dtype", "float32", "--seed", std::to_string(seed), "--threads", th}))
+                                          "--obalance", "--dtype", "float32", "--seed", std::to_string(seed), "--threads", th,
+                                          "--overwrite_output_dir"}))  // quickstart owns its folder
           return rc;
         std::cout << "\n[4/4] accuracy with the adapters";
         if (int rc = run_step(cmd_eval_scienceqa, {"eval-scienceqa", "--test_dataset", test_json, "--base_model", model_dir,

@@ -14,6 +14,7 @@
 #include "reference_adapter.h"
 #include "routing.h"
 #include "routing_cli.h"
+#include "open_model.h"
 #include "tokenizer.h"
 
 int mor::cmd_score(int argc, char** argv) {
@@ -45,12 +46,11 @@ int mor::cmd_score(int argc, char** argv) {
         add_routing_flags(app, rflags);  // override the routing mola_config.json recorded
       },
       [&]() {
-        set_threads(threads);
         if (cutoff_len < 2) throw std::runtime_error("--cutoff_len must be >= 2, got " + std::to_string(cutoff_len));
         if (batch_size < 1) throw std::runtime_error("--batch_size must be >= 1, got " + std::to_string(batch_size));
         // Cheap checks and the data first, the model last.
-        const std::string dir = resolve_model_dir(base_model);
-        Tokenizer tok = Tokenizer::load(dir);
+        ModelSource src = open_model_source(base_model);
+        const Tokenizer& tok = src.tokenizer;
         PromptTemplate tmpl = PromptTemplate::from_name_or_file(prompt_template_name);
         DatasetDict dd = load_dataset(data_path);
         const Dataset& ds = dd.split(split == "train" && dd.split_names.size() == 1 ? dd.split_names[0] : split);
@@ -68,12 +68,12 @@ int mor::cmd_score(int argc, char** argv) {
             throw std::runtime_error(data_path + ": row " + std::to_string(i) + ": " + e.what());
           }
         }
-        const torch::Device dev = parse_device(device);
-        const torch::Dtype dt = parse_dtype(dtype, dev);
-        auto model = load_llama(dir, dt, dev);
-        if (!mola_weights.empty()) {
-          load_adapter_folder(model, mola_weights, given_flags(aflags));  // reference folders need --top_k
-        }
+        AdapterSpec spec;
+        spec.weights_dir = mola_weights;
+        spec.given = given_flags(aflags);  // reference folders need --top_k
+        OpenedModel opened = load_model(src, RuntimeOptions{device, dtype, threads}, spec);
+        auto model = opened.model;
+        const torch::Device dev = opened.runtime.device;
         rflags.apply_given(model);
         model->eval();
         torch::NoGradGuard ng;

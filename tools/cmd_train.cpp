@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "routing_cli.h"
 #include "trainer.h"
+#include "recipe.h"
 
 int mor::cmd_train(int argc, char** argv) {
   TrainOptions o;
@@ -50,6 +51,10 @@ int mor::cmd_train(int argc, char** argv) {
         add_bool(app, "gradient_checkpointing", o.gradient_checkpointing, "recompute decoder layers in backward");
         add_routing_flags(app, o.routing);
         add_bool(app, "report", o.report, "write output_dir/report.html (mor report) at the end");
+        add_bool(app, "overwrite_output_dir", o.overwrite_output_dir,
+                 "let a fresh run replace the checkpoints and adapter already in --output_dir");
+        add_opt(app, "ddp_backend", o.ddp_backend, "data parallel under torchrun: auto (nccl on CUDA, else gloo), gloo, nccl");
+        add_opt(app, "ddp_timeout", o.ddp_timeout, "data parallel: seconds a rank waits for the others before failing");
         // Accepted for command-line compatibility with the reference script; mor does not report to wandb.
         static std::string wandb_project, wandb_run_name, wandb_watch, wandb_log_model;
         add_opt(app, "wandb_project", wandb_project, "ignored (compatibility)");
@@ -57,5 +62,9 @@ int mor::cmd_train(int argc, char** argv) {
         add_opt(app, "wandb_watch", wandb_watch, "ignored (compatibility)");
         add_opt(app, "wandb_log_model", wandb_log_model, "ignored (compatibility)");
       },
-      [&]() { return run_training(o); });
+      [&]() {
+        Trainer trainer(o);
+        trainer.setup();
+        return trainer.train();
+      });
 }

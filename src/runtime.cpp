@@ -1,0 +1,82 @@
+// Run-time choices (see runtime.h): device, dtype, threads.
+#include "runtime.h"
+
+#include <cpuid.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <thread>
+
+namespace mor {
+
+torch::Device parse_device(const std::string& name) {
+  if (name == "cpu") return torch::kCPU;
+  if (name.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      throw std::runtime_error("--device " + name + ": CUDA is not available in this build/machine");
+    try {
+      return torch::Device(name);
+    } catch (const std::exception&) {
+      throw std::runtime_error("--device " + name + ": expected cpu, cuda or cuda:N");
+    }
+  }
+  throw std::runtime_error("--device '" + name + "': expected cpu, cuda or cuda:N");
+}
+
+bool cpu_has_fast_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid_count(7, 1, a, b, c, d);
+  return (a >> 5) & 1u;  // AVX512_BF16
+#else
+  return false;
+#endif
+}
+
+torch::Dtype parse_dtype(const std::string& name, torch::Device device) {
+  if (name == "auto") {
+    if (device.is_cuda()) return torch::kBFloat16;
+    return cpu_has_fast_bf16() ? torch::kBFloat16 : torch::kFloat32;
+  }
+  if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") {
+    if (!device.is_cuda()) throw std::runtime_error("--dtype float16 is only supported on CUDA (use bfloat16 or float32 on CPU)");
+    return torch::kFloat16;
+  }
+  throw std::runtime_error("--dtype '" + name + "': expected auto, float32, bfloat16 or float16");
+}
+
+void set_threads(int n) {
+  if (n < 0) throw std::runtime_error("--threads must be >= 0 (0 = all cores)");
+  if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
+}
+
+std::string dtype_name(torch::Dtype dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: return c10::toString(dtype);
+  }
+}
+
+std::string describe_runtime(torch::Device device, torch::Dtype dtype, const std::string& dtype_flag) {
+  std::string why;
+  if (dtype_flag == "auto")
+    why = device.is_cuda() ? " (auto: CUDA)" : cpu_has_fast_bf16() ? " (auto: CPU has AVX512-BF16)" : " (auto: no fast bf16 on this CPU)";
+  return "device " + device.str() + ", dtype " + dtype_name(dtype) + why + ", " + std::to_string(torch::get_num_threads()) +
+         " threads";
+}
+
+Runtime apply_runtime(const RuntimeOptions& o) {
+  Runtime r;
+  r.device = parse_device(o.device);
+  r.dtype = parse_dtype(o.dtype, r.device);
+  set_threads(o.threads);
+  return r;
+}
+
+}  // namespace mor
