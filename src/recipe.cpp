@@ -1,6 +1,8 @@
 // The training recipe (see recipe.h). Shapes: scalars only here; the tensor work is in train_step.cpp.
 #include "recipe.h"
 
+#include "report.h"
+
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -79,6 +81,9 @@ void Trainer::setup() {
   if (in_.resume.kind == ResumeKind::Full) load_checkpoint();
   if (is_main()) prepare_output_dir();
   start_step_ = st_.global_step;
+  if (is_main())  // router statistics of each logging window (on the device until the log line)
+    router_log_ = std::make_unique<RouterStatsLog>(model_, (fs::path(out_) / "router_stats.jsonl").string(),
+                                                   in_.resume.kind == ResumeKind::Full ? st_.global_step : -1);
 }
 
 void Trainer::join_group() {
@@ -175,6 +180,7 @@ StepResult Trainer::train_step(const std::vector<int64_t>& idx) {
   so.loss_scale = fp16_ ? loss_scale_ : 1.0;
   so.obalance = in_.opt.obalance;
   so.gradient_checkpointing = in_.opt.gradient_checkpointing;
+  so.router_stats = router_log_.get();
   return mor::train_step(model_, batch, so);
 }
 
@@ -191,8 +197,13 @@ void Trainer::accumulate_gradients() {
   step_loss_ = torch::zeros_like(log_loss_);
   step_aux_ = torch::zeros_like(log_aux_);
   step_tokens_ = 0;
+  step_z_ = torch::zeros_like(log_loss_);
   for (int64_t m = 0; m < plan.micro_per_step; ++m) {
     StepResult r = train_step(sampler_.batch(sie, m));
+    if (r.z.defined()) {
+      any_z_ = true;
+      step_z_ += r.z.to(torch::kFloat64) / static_cast<double>(plan.micro_per_step);
+    }
     step_loss_ += r.loss.to(torch::kFloat64) / static_cast<double>(plan.accum);
     step_aux_ += r.aux.to(torch::kFloat64) / static_cast<double>(plan.micro_per_step);
     step_tokens_ += r.tokens;
@@ -230,6 +241,7 @@ void Trainer::optimizer_step() {
               static_cast<double>((sie + 1) * plan.micro_per_step) / static_cast<double>(plan.n_micro);
   log_loss_ += step_loss_;
   log_aux_ += step_aux_;
+  log_z_ = log_z_.defined() ? log_z_ + step_z_ : step_z_.clone();
   log_tokens_ += step_tokens_;
   ++log_steps_;
   step_seconds_ = seconds_since(t_step_);
@@ -279,6 +291,8 @@ void Trainer::maybe_log() {
     return;
   }
   const double seconds = log_seconds_;
+  const double z = any_z_ ? (log_z_ / static_cast<double>(std::max<int64_t>(1, log_steps_))).item<double>() : 0.0;
+  if (log_z_.defined()) log_z_.zero_();
   auto v = global_log_values(true);
   log_seconds_ = 0;
   const double loss = v[0].item<double>(), aux = v[1].item<double>(), tokens = v[2].item<double>();
@@ -286,9 +300,12 @@ void Trainer::maybe_log() {
   check_finite(loss, "in the logged steps");
   last_loss_ = loss;
   if (!is_main()) return;
-  st_.log_history.push_back(json{{"loss", std::round(loss * 1e4) / 1e4}, {"learning_rate", lr_now},
-                                 {"epoch", std::round(st_.epoch * 100) / 100}, {"step", st_.global_step},
-                                 {"aux_loss", aux}, {"grad_norm", grad_norm}, {"tokens_per_second", tps}});
+  json entry{{"loss", std::round(loss * 1e4) / 1e4}, {"learning_rate", lr_now},
+             {"epoch", std::round(st_.epoch * 100) / 100}, {"step", st_.global_step},
+             {"aux_loss", aux}, {"grad_norm", grad_norm}, {"tokens_per_second", tps}};
+  if (any_z_) entry["z_loss"] = z;
+  st_.log_history.push_back(entry);
+  if (router_log_) router_log_->write(st_.global_step, st_.epoch);
   std::ostringstream ss;
   ss << "step " << st_.global_step << "/" << in_.total_steps << " | epoch " << std::fixed << std::setprecision(2)
      << st_.epoch << " | loss " << std::setprecision(4) << loss << " | aux " << aux << " | lr " << std::scientific
@@ -352,6 +369,7 @@ void Trainer::finish() {
                                    {"train_samples", st_.global_step * in_.opt.batch_size},
                                    {"world_size", dist_.world()}, {"peak_rss_mb", peak_rss_mb()}});
     write_logs(out_, trainer_state_json(st_, in_.total_steps, in_.opt.num_epochs));
+    if (in_.opt.report) std::cout << "mor train: report written to " << write_report({out_, {}, ""}) << "\n";
     std::cout << "mor train: done, " << st_.global_step << " steps; adapter written to " << out_ << "; peak memory "
               << peak_rss_mb() << " MB\n";
   }

@@ -124,6 +124,7 @@ TrainInputs prepare_training(const TrainOptions& in, int64_t world) {
   }
   p.alloc = Allocation::from_flags(cfg, o.lora_target_modules, o.number_experts, o.lora_r, o.top_k, o.lora_alpha,
                                    o.lora_dropout);
+  o.routing.apply(p.alloc);  // --router, --router_top_p, --router_z_loss (saved in mola_config.json)
   load_examples(p);
   const int64_t accum = o.batch_size / o.micro_batch_size / world;
   p.plan = plan_steps(shard_size(static_cast<int64_t>(p.train.size()), world), o.micro_batch_size, accum);
@@ -142,6 +143,7 @@ json training_args_json(const TrainOptions& o) {
               {"lora_target_modules", o.lora_target_modules}, {"train_on_inputs", o.train_on_inputs},
               {"add_eos_token", o.add_eos_token}, {"group_by_length", o.group_by_length}, {"obalance", o.obalance},
               {"prompt_template_name", o.prompt_template_name}, {"warmup_steps", o.warmup_steps},
+              {"router", o.routing.router}, {"router_top_p", o.routing.top_p}, {"router_z_loss", o.routing.z_loss},
               {"logging_steps", o.logging_steps}, {"eval_steps", o.eval_steps}, {"save_steps", o.save_steps},
               {"save_total_limit", o.save_total_limit}, {"weight_decay", o.weight_decay},
               {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed}, {"lr_scheduler", o.lr_scheduler},

@@ -21,12 +21,14 @@ StepResult train_step(LlamaForCausalLM& model, const std::vector<const Tokenized
   if (o.gradient_checkpointing) a.run_layer = checkpointed_layer;
   auto logits = model->forward(a);  // [B, T, V] float32
   LossParts lp = compute_loss(model, logits, b.labels.to(model->device), rl, o.obalance);
+  if (o.router_stats) o.router_stats->add(rl, a.attention_mask);
   torch::Tensor scaled = lp.loss / o.loss_divisor;
   if (o.loss_scale != 1) scaled = scaled * o.loss_scale;
   scaled.backward();
   StepResult r;
   r.loss = lp.loss.detach();
   r.aux = lp.aux.defined() ? lp.aux.detach() : torch::zeros({}, r.loss.options());
+  if (lp.z.defined()) r.z = lp.z.detach();
   for (const auto* e : batch) r.tokens += static_cast<int64_t>(e->input_ids.size());
   return r;
 }

@@ -12,6 +12,7 @@
 
 #include "examples.h"
 #include "llama.h"
+#include "router_stats.h"
 #include "routing.h"
 
 namespace mor {
@@ -122,11 +123,13 @@ struct TrainStepOptions {
   double loss_scale = 1;    // float16 dynamic loss scale (1 otherwise)
   bool obalance = false;
   bool gradient_checkpointing = false;
+  RouterStatsLog* router_stats = nullptr;  // when set, the micro-batch's router statistics (device ops only)
 };
 // What train_step returns: detached, on the model's device (no host sync).
 struct StepResult {
   torch::Tensor loss;  // float32 scalar, the micro-batch's loss (ce + 0.001 aux with obalance), unscaled
   torch::Tensor aux;   // float32 scalar, the balance loss (0 without adapters)
+  torch::Tensor z;     // float32 scalar, the weighted router z-loss; undefined when every z_loss is 0
   int64_t tokens = 0;  // real (unpadded) tokens of the micro-batch
 };
 // One micro-batch: collate -> forward (optionally gradient-checkpointed) -> loss -> backward of
