@@ -58,13 +58,16 @@ std::string escape(const std::string& s) {
 std::vector<double> nice_ticks(double lo, double hi, int n) {
   if (!(hi > lo)) return {lo};
   const double raw = (hi - lo) / std::max(1, n);
-  const double p = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = p;
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * p >= raw) { step = m * p; break; }
+  const int e = int(std::floor(std::log10(raw)));
+  // The step among 1, 2, 5 (x 10^e, or 10 x 10^e) closest to the raw step, in ratio.
+  double m = 1;
+  for (double c : {1.0, 2.0, 5.0, 10.0})
+    if (std::abs(std::log(c * std::pow(10.0, e) / raw)) < std::abs(std::log(m * std::pow(10.0, e) / raw))) m = c;
+  // k * m * 10^e formed as an integer times or over a power of ten, so 3 x 0.2 prints (and compares) as 0.6.
+  auto value = [&](double k) { return e >= 0 ? k * m * std::pow(10.0, e) : k * m / std::pow(10.0, -e); };
+  const double step = value(1);
   std::vector<double> t;
-  for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
-    t.push_back(std::abs(v) < step * 1e-9 ? 0.0 : v);
+  for (double k = std::ceil(lo / step - 1e-9); value(k) <= hi + step * 1e-9; k += 1) t.push_back(k == 0 ? 0.0 : value(k));
   return t;
 }
 
