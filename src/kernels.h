@@ -1,6 +1,6 @@
-// Fused forward-only CPU kernels for the decoder's memory-bound pieces (attention softmax, SiLU*mul,
-// RMSNorm, RoPE) and the MoLA routing of inference, each beside the op sequence it replaces as its
-// pure reference, with the same rounding points (values are rounded to the compute dtype wherever the
+// Fused CPU kernels for the decoder's memory-bound pieces (attention softmax, RMSNorm, RoPE; SiLU*mul
+// as silu + in-place mul) and the MoLA routing of inference, each beside the op sequence it replaces
+// as its pure reference, with the same rounding points (values are rounded to the compute dtype wherever the
 // reference's ops round them; float32 math in between). Used when nothing needs a gradient (eval,
 // scoring, generation); training keeps the autograd ops.
 // Shapes: B batch, H heads, T queries, S keys, D head dim, C hidden, N tokens, E experts, R ranks.
