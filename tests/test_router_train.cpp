@@ -40,7 +40,8 @@ std::vector<json> read_jsonl(const std::string& path) {
 
 std::vector<double> losses(const std::string& out) {
   std::vector<double> v;
-  for (const auto& e : json::parse(mor::test::read_file(out + "/trainer_state.json"))["log_history"])
+  const json st = json::parse(mor::test::read_file(out + "/trainer_state.json"));  // named: the loop must not dangle
+  for (const auto& e : st["log_history"])
     if (e.contains("loss")) v.push_back(e["loss"].get<double>());
   return v;
 }
@@ -166,7 +167,8 @@ TEST(RouterTrain, TopPAndZLossLowerTheLossAndAreRecorded) {
   auto lz = losses(z);
   EXPECT_LT(lz.back(), 0.8 * lz.front()) << lz.front() << " -> " << lz.back();
   int with_z = 0;
-  for (const auto& e : json::parse(mor::test::read_file(z + "/trainer_state.json"))["log_history"])
+  const json zst = json::parse(mor::test::read_file(z + "/trainer_state.json"));
+  for (const auto& e : zst["log_history"])
     if (e.contains("z_loss")) with_z += e["z_loss"].get<double>() > 0;
   EXPECT_EQ(with_z, 6);
   cfg = json::parse(mor::test::read_file(z + "/mola_config.json"));
