@@ -28,6 +28,7 @@ struct AllocationFlags {
   double lora_alpha = 16.0;
   double lora_dropout = 0.05;
   std::function<bool()> was_given;  // set by add_allocation_flags (src/cli.h) once the flags are registered
+  std::function<std::vector<std::string>()> given_names;  // the flags passed, as "--lora_r" (same origin)
 
   bool any_given() const;  // whether the user passed any of them (after parsing)
   Allocation build(const ModelConfig& cfg) const;

@@ -145,6 +145,12 @@ void add_allocation_flags(CLI::App& app, AllocationFlags& f) {
       if (o->count() > 0) return true;
     return false;
   };
+  f.given_names = [opts] {
+    std::vector<std::string> names;
+    for (auto* o : opts)
+      if (o->count() > 0) names.push_back(o->get_name());
+    return names;
+  };
 }
 
 std::string build_info() {

@@ -94,9 +94,8 @@ std::string weights_path(const std::string& dir) {
 
 GivenAllocationFlags given_flags(const AllocationFlags& f) {
   GivenAllocationFlags g;
-  for (auto* o : f.options) {
-    if (!o || o->count() == 0) continue;
-    const std::string n = o->get_name();
+  if (!f.given_names) return g;
+  for (const std::string& n : f.given_names()) {
     if (n == "--lora_target_modules") g.target_modules = f.target_modules;
     else if (n == "--number_experts") g.number_experts = f.number_experts;
     else if (n == "--lora_r") g.lora_r = f.lora_r;
