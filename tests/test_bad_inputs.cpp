@@ -180,7 +180,7 @@ std::vector<BadCase> cases() {
   add("CfgHiddenString", "params", params_cfg([](json& j) { j["hidden_size"] = "64"; }), "hidden_size");
   add("CfgHiddenNegative", "params", params_cfg([](json& j) { j["hidden_size"] = -64; }), "hidden_size");
   add("CfgMissingVocab", "params", params_cfg([](json& j) { j.erase("vocab_size"); }), "vocab_size");
-  add("CfgRopeScaling", "eval-scienceqa", eval_cfg([](json& j) { j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}}; }),
+  add("CfgRopeScaling", "eval-scienceqa", eval_cfg([](json& j) { j["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}}; }),
       "rope_scaling");
   add("CfgUnknownArch", "params", params_cfg([](json& j) { j["architectures"] = {"GPT2LMHeadModel"}; }), "config.json");
   add("CfgNotJson", "eval-scienceqa", eval_file("config.json", "{\"hidden_size\": 64,"), "config.json");
