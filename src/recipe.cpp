@@ -81,6 +81,7 @@ void Trainer::setup() {
   if (in_.resume.kind == ResumeKind::Full) load_checkpoint();
   if (is_main()) prepare_output_dir();
   start_step_ = st_.global_step;
+  if (is_main()) warn_if_warmup_only();
   if (is_main())  // router statistics of each logging window (on the device until the log line)
     router_log_ = std::make_unique<RouterStatsLog>(model_, (fs::path(out_) / "router_stats.jsonl").string(),
                                                    in_.resume.kind == ResumeKind::Full ? st_.global_step : -1);
@@ -105,15 +106,19 @@ void Trainer::print_plan() const {
   if (plan.dropped > 0)
     std::cout << "mor train: the last " << plan.dropped << " micro-batch(es) of each epoch do not fill an optimizer step "
               << "and are dropped\n";
-  if (in_.total_steps <= o.warmup_steps) {
-    const double peak = o.learning_rate * lr_factor(in_.total_steps - 1, o.warmup_steps, in_.total_steps);
-    std::ostringstream ss;
-    ss << "mor train: warning: the run has " << in_.total_steps << " optimizer steps but --warmup_steps is "
-       << o.warmup_steps << ": the learning rate only warms up and peaks at " << std::setprecision(3) << peak
-       << " (not --learning_rate " << o.learning_rate << "); lower --warmup_steps to reach the full rate\n";
-    std::cerr << ss.str();
-  }
   std::cout << in_.alloc.table() << std::flush;
+}
+
+// After every input has been checked and loaded, so that a bad input still fails with its one error line.
+void Trainer::warn_if_warmup_only() const {
+  const TrainOptions& o = in_.opt;
+  if (in_.total_steps > o.warmup_steps) return;
+  const double peak = o.learning_rate * lr_factor(in_.total_steps - 1, o.warmup_steps, in_.total_steps);
+  std::ostringstream ss;
+  ss << "mor train: warning: the run has " << in_.total_steps << " optimizer steps but --warmup_steps is "
+     << o.warmup_steps << ": the learning rate only warms up and peaks at " << std::setprecision(3) << peak
+     << " (not --learning_rate " << o.learning_rate << "); lower --warmup_steps to reach the full rate\n";
+  std::cerr << ss.str();
 }
 
 void Trainer::build_model() {

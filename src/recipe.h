@@ -33,6 +33,7 @@ class Trainer {
   void join_group();
   void build_model();
   void print_plan() const;
+  void warn_if_warmup_only() const;
   void prepare_output_dir();
   // one optimizer step
   void accumulate_gradients();

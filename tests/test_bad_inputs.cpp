@@ -26,6 +26,8 @@ struct BadCase {
   std::function<std::string(const std::string& d)> make;   // prepares folder d, returns the arguments
   std::string expect;                                      // stderr must contain this (the file or flag)
 };
+// gtest names a failing case by this, not by the bytes of the struct.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
 
 // ---- argument builders over the case folder d ----
 std::string eval_args(const std::string& d, const std::string& model, const std::string& extra = "") {
