@@ -2,6 +2,7 @@
 // (MOR_WITH_NCCL), flat-bucket gradient averaging, byte gathering through the store.
 #include "ddp.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +94,31 @@ struct Distributed::Impl {
 
 #ifdef MOR_WITH_GLOO
 namespace {
+// The store the process group joins through, with one deadline for the whole join: Gloo waits for each
+// peer's address with its own (full) timeout, so after the TCPStore's wait for the workers a rank that
+// died in between would cost a second --ddp_timeout. Every wait is cut to the time left until the
+// deadline while joining, and passes through unchanged once end_join() is called.
+class JoinDeadlineStore : public c10d::PrefixStore {
+ public:
+  using Clock = std::chrono::steady_clock;
+  JoinDeadlineStore(const std::string& prefix, c10::intrusive_ptr<c10d::Store> store, Clock::time_point deadline)
+      : PrefixStore(prefix, std::move(store)), deadline_(deadline) {}
+  void end_join() { joining_ = false; }
+  void wait(const std::vector<std::string>& keys) override { PrefixStore::wait(keys, cut(getTimeout())); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    PrefixStore::wait(keys, cut(timeout));
+  }
+
+ private:
+  std::chrono::milliseconds cut(std::chrono::milliseconds t) const {
+    if (!joining_) return t;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
+    return std::max(std::chrono::milliseconds(1), std::min(t, left));
+  }
+  Clock::time_point deadline_;
+  bool joining_ = true;
+};
+
 template <typename PG>
 void hold(Distributed::Impl& impl, c10::intrusive_ptr<PG> pg) {
   impl.allreduce = [pg](std::vector<at::Tensor>& ts) { return pg->allreduce(ts); };
@@ -127,9 +153,14 @@ Distributed Distributed::connect(const DdpEnv& env, const std::string& backend_f
     so.isServer = env.rank == 0 && !env.agent_store;
     so.numWorkers = static_cast<size_t>(env.world);
     so.timeout = impl->timeout;
+    // One deadline for the whole join (see JoinDeadlineStore).
+    const auto deadline = std::chrono::steady_clock::now() + impl->timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
-    impl->store = c10::make_intrusive<c10d::PrefixStore>(
-        "/mor/attempt_" + std::to_string(env.restart_count) + "/", tcp);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    tcp->setTimeout(std::max(left, std::chrono::milliseconds(1000)));
+    auto joining = c10::make_intrusive<JoinDeadlineStore>("/mor/attempt_" + std::to_string(env.restart_count) + "/",
+                                                          tcp, deadline);
+    impl->store = joining;
     if (backend == "gloo") {
       auto opts = c10d::ProcessGroupGloo::Options::create(impl->timeout);
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
@@ -149,6 +180,8 @@ Distributed Distributed::connect(const DdpEnv& env, const std::string& backend_f
                                                               static_cast<int>(env.world), opts));
 #endif
     }
+    joining->end_join();  // joined: the store's later uses get the full timeout again
+    tcp->setTimeout(impl->timeout);
   } catch (const std::exception& e) {
     throw std::runtime_error("data parallel: cannot join the " + std::to_string(env.world) + " ranks through " +
                              env.master_addr + ":" + std::to_string(env.port) + " (" + backend + ", rank " +

@@ -379,6 +379,37 @@ TEST(DdpFaults, HungRankEndsTheOtherWithinTheTimeout) {
   expect_only_complete_checkpoints(out);
 }
 
+// Rank 1 joins the store late and dies before it joins the process group: the join has one deadline,
+// so rank 0 gives up --ddp_timeout after it began to wait, not once for the store and again for Gloo.
+TEST(DdpFaults, RankLostDuringTheJoinFailsWithinOneTimeout) {
+  DDP_REQUIRE();
+  if (std::system("/usr/bin/python3 -c 'import torch.distributed' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 with torch.distributed not found (Debian: python3-torch)";
+  const std::string out = test::scratch_dir("ddp_join");
+  const int port = free_port();
+  const auto t0 = Clock::now();
+  Rank r0 = start_rank(0, port, out, " --ddp_timeout 10");
+  // A store client that counts as worker 1 about 6 s from now, then exits without joining Gloo.
+  const std::string worker = "/usr/bin/python3 -c 'import time, datetime, torch.distributed as d; time.sleep(max(0, 6 - "
+                             "time.monotonic() + " + std::to_string(std::chrono::duration<double>(
+                             std::chrono::steady_clock::now().time_since_epoch()).count()) + ")); "
+                             "d.TCPStore(\"127.0.0.1\", " + std::to_string(port) +
+                             ", 2, False, datetime.timedelta(seconds=30))'";
+  const int wrc = std::system((worker + " >/dev/null 2>&1").c_str());
+  double took = 0;
+  const int code = wait_exit(r0.pid, 30, took);
+  took = std::chrono::duration<double>(Clock::now() - t0).count();
+  const std::string err = test::read_file(r0.err);
+  EXPECT_EQ(wrc, 0) << "the store client failed";
+  EXPECT_EQ(code, 1) << err;
+  EXPECT_NE(err.find("mor train: error: data parallel: cannot join the 2 ranks"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  std::cout << "rank 0 gave up " << took << " s after its start\n";
+  // One deadline: start-up (1-2 s) + 10 s. Store then Gloo, each with the full timeout, took 6 + 10 s and more.
+  EXPECT_LT(took, 14.5) << err;
+  EXPECT_FALSE(fs::exists(out + "/training_args.json"));
+}
+
 TEST(DdpSetup, BatchMustDivideByMicroBatchTimesWorld) {
   DDP_REQUIRE();
   const std::string out = test::scratch_dir("ddp_divide");
