@@ -82,8 +82,9 @@ void Trainer::setup() {
   if (is_main()) prepare_output_dir();
   start_step_ = st_.global_step;
   if (is_main()) warn_if_warmup_only();
-  if (is_main())  // router statistics of each logging window (on the device until the log line)
-    router_log_ = std::make_unique<RouterStatsLog>(model_, (fs::path(out_) / "router_stats.jsonl").string(),
+  // Router statistics of each logging window, on the device until the log line; every rank counts its
+  // own micro-batches and the log line sums them over the ranks.
+  router_log_ = std::make_unique<RouterStatsLog>(model_, (fs::path(out_) / "router_stats.jsonl").string(),
                                                    in_.resume.kind == ResumeKind::Full ? st_.global_step : -1);
 }
 
@@ -262,16 +263,20 @@ double Trainer::lr_at(int64_t step) const {
 // [mean loss, mean aux, tokens, grad norm] of the steps since the last log line, over all ranks: one
 // host sync (and one small collective). `reset` starts the next log window.
 torch::Tensor Trainer::global_log_values(bool reset) {
+  // [loss, aux, tokens, z-loss] summed over the ranks (one collective), then grad_norm: one host copy.
   std::vector<torch::Tensor> v{torch::stack({log_loss_, log_aux_,
-                                             torch::full({}, static_cast<double>(log_tokens_), log_loss_.options())})};
+                                             torch::full({}, static_cast<double>(log_tokens_), log_loss_.options()),
+                                             log_z_.defined() ? log_z_ : torch::zeros_like(log_loss_)})};
   dist_.all_reduce_sum(v);
   auto host = torch::cat({v[0], grad_norm_.reshape({1})}).cpu();
   const double w = static_cast<double>(dist_.world()), n = static_cast<double>(std::max<int64_t>(1, log_steps_));
   host[0] = host[0] / (w * n);
   host[1] = host[1] / (w * n);
+  host[3] = host[3] / (w * n);
   if (reset) {
     log_loss_.zero_();
     log_aux_.zero_();
+    if (log_z_.defined()) log_z_.zero_();
     log_tokens_ = log_steps_ = 0;
   }
   return host;
@@ -296,12 +301,14 @@ void Trainer::maybe_log() {
     return;
   }
   const double seconds = log_seconds_;
-  const double z = any_z_ ? (log_z_ / static_cast<double>(std::max<int64_t>(1, log_steps_))).item<double>() : 0.0;
-  if (log_z_.defined()) log_z_.zero_();
+  if (router_log_)
+    router_log_->write(st_.global_step, st_.epoch, [this](std::vector<torch::Tensor>& t) { dist_.all_reduce_sum(t); },
+                       is_main());
   auto v = global_log_values(true);
   log_seconds_ = 0;
   const double loss = v[0].item<double>(), aux = v[1].item<double>(), tokens = v[2].item<double>();
-  const double grad_norm = v[3].item<double>(), lr_now = lr_at(st_.global_step), tps = seconds > 0 ? tokens / seconds : 0.0;
+  const double z = v[3].item<double>(), grad_norm = v[4].item<double>();
+  const double lr_now = lr_at(st_.global_step), tps = seconds > 0 ? tokens / seconds : 0.0;
   check_finite(loss, "in the logged steps");
   last_loss_ = loss;
   if (!is_main()) return;
@@ -310,7 +317,6 @@ void Trainer::maybe_log() {
              {"aux_loss", aux}, {"grad_norm", grad_norm}, {"tokens_per_second", tps}};
   if (any_z_) entry["z_loss"] = z;
   st_.log_history.push_back(entry);
-  if (router_log_) router_log_->write(st_.global_step, st_.epoch);
   std::ostringstream ss;
   ss << "step " << st_.global_step << "/" << in_.total_steps << " | epoch " << std::fixed << std::setprecision(2)
      << st_.epoch << " | loss " << std::setprecision(4) << loss << " | aux " << aux << " | lr " << std::scientific

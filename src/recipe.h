@@ -78,7 +78,7 @@ class Trainer {
   int64_t start_step_ = 0, last_saved_ = -1;
   // Accumulated on the device between log lines (float64 scalars); host counters beside them.
   torch::Tensor step_loss_, step_aux_, log_loss_, log_aux_, grad_norm_;
-  torch::Tensor step_z_, log_z_;  // router z-loss (rank 0's), when any module has z_loss > 0
+  torch::Tensor step_z_, log_z_;  // router z-loss, when any module has z_loss > 0
   bool any_z_ = false;
   std::unique_ptr<RouterStatsLog> router_log_;  // rank 0: output_dir/router_stats.jsonl
   int64_t step_tokens_ = 0, log_tokens_ = 0, log_steps_ = 0;

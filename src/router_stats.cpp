@@ -85,6 +85,14 @@ void RouterStats::add(const RouterLogits& rl, const torch::Tensor& member) {
   ++passes_;
 }
 
+void RouterStats::reduce(const std::function<void(std::vector<torch::Tensor>&)>& sum_in_place) {
+  std::vector<torch::Tensor> all{tokens_, balance_, torch::full({1}, double(passes_), tokens_.options())};
+  for (auto& layer : acc_)
+    for (auto& a : layer) all.insert(all.end(), {a.counts, a.prob, a.entropy, a.active});
+  sum_in_place(all);  // in place: the accumulators themselves now hold the sums
+  passes_ = int64_t(std::llround(all[2].item<double>()));
+}
+
 namespace {
 
 // Fills the derived fields of a module's statistics from counts, probability sums and totals.
@@ -184,7 +192,13 @@ void RouterStatsLog::add(const RouterLogits& rl, const torch::Tensor& attention_
   stats_.add(rl, attention_mask.reshape({-1}));
 }
 
-void RouterStatsLog::write(int64_t step, double epoch) {
+void RouterStatsLog::write(int64_t step, double epoch,
+                           const std::function<void(std::vector<torch::Tensor>&)>& sum_in_place, bool to_file) {
+  if (sum_in_place) stats_.reduce(sum_in_place);
+  if (!to_file) {
+    stats_.reset();
+    return;
+  }
   nlohmann::ordered_json j;
   j["step"] = step;
   j["epoch"] = std::round(epoch * 100) / 100;

@@ -8,6 +8,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,9 @@ class RouterStats {
   // [G, N] (token n belongs to group g). Only device ops: no host sync.
   void add(const RouterLogits& router_logits, const torch::Tensor& member);
   RouterStatsSummary summary(int64_t group = 0) const;  // copies to the host
+  // Data parallel: every accumulator is a sum, so `sum_in_place` (an all-reduce over the ranks) turns
+  // each rank's window into the global one. Call it on every rank.
+  void reduce(const std::function<void(std::vector<torch::Tensor>&)>& sum_in_place);
   void reset();
   int64_t groups() const { return groups_; }
   const RouterLayout& layout() const { return layout_; }
@@ -86,8 +90,10 @@ class RouterStatsLog {
   RouterStatsLog(LlamaForCausalLM& model, std::string path, int64_t resume_step = -1);
   // One micro-batch: its router logits and attention mask [B, T] (1 real, 0 pad). Device ops only.
   void add(const RouterLogits& router_logits, const torch::Tensor& attention_mask);
-  // At a logging step: appends the window's summary, rewrites the file, starts a new window.
-  void write(int64_t step, double epoch);
+  // At a logging step: appends the window's summary, rewrites the file (when to_file), starts a new
+  // window. Under data parallel every rank calls it with the all-reduce and rank 0 alone writes.
+  void write(int64_t step, double epoch,
+             const std::function<void(std::vector<torch::Tensor>&)>& sum_in_place = nullptr, bool to_file = true);
   const std::string& path() const { return path_; }
 
  private:

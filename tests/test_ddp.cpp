@@ -182,6 +182,26 @@ TEST(DdpTorchrun, TwoProcessesEqualOneProcessWithTheSameGlobalBatch) {
   expect_series_near(s1, s2, "loss", 1e-6);
   expect_series_near(s1, s2, "aux_loss", 1e-6);
   expect_series_near(s1, s2, "grad_norm", 1e-6);
+  // router statistics count both ranks' tokens: the same windows as the one-process run
+  auto lines = [](const std::string& dir) {
+    std::vector<json> v;
+    std::istringstream in(test::read_file(dir + "/router_stats.jsonl"));
+    for (std::string l; std::getline(in, l);) v.push_back(json::parse(l));
+    return v;
+  };
+  const auto r1 = lines(one), r2 = lines(two);
+  ASSERT_EQ(r1.size(), 8u);
+  ASSERT_EQ(r2.size(), r1.size());
+  for (size_t i = 0; i < r1.size(); ++i) {
+    EXPECT_EQ(r2[i]["tokens"], r1[i]["tokens"]) << "step " << i + 1;
+    for (size_t l = 0; l < r1[i]["layers"].size(); ++l)
+      for (size_t m = 0; m < r1[i]["layers"][l]["modules"].size(); ++m) {
+        const json &a = r1[i]["layers"][l]["modules"][m], &b = r2[i]["layers"][l]["modules"][m];
+        EXPECT_EQ(b["counts"], a["counts"]) << "step " << i + 1 << " layer " << l << " module " << m;
+        EXPECT_NEAR(b["entropy"].get<double>(), a["entropy"].get<double>(), 1e-5);
+      }
+    EXPECT_NEAR(r2[i]["layers"][0]["balance_loss"].get<double>(), r1[i]["layers"][0]["balance_loss"].get<double>(), 1e-5);
+  }
   // and the run did train: the adapter moved and both ranks' tokens are counted
   EXPECT_EQ(series(s2, "train_samples"), std::vector<double>{32});
   EXPECT_EQ(series(s2, "world_size"), std::vector<double>{2});
