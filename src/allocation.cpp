@@ -212,6 +212,8 @@ Allocation Allocation::from_flags(const ModelConfig& cfg, const std::string& tar
       if (s.top_k > s.n_expert)
         throw std::runtime_error("--top_k: " + path + ": top_k " + std::to_string(s.top_k) + " exceeds its " +
                                  std::to_string(s.n_expert) + " experts");
+      if (s.n_expert > 4096)  // before any per-expert vector is sized by it
+        throw std::runtime_error("--number_experts: " + path + ": " + std::to_string(s.n_expert) + " experts (at most 4096)");
       const auto& r = ranks.at(path);
       if (r.size() == 1) {
         s.ranks.assign(s.n_expert, r[0]);

@@ -190,7 +190,7 @@ TEST(EvalScienceQA, KilledMidwayThenResumedEqualsUninterrupted) {
   for (auto& r : rows) twice.push_back(r);
   mor::test::write_file(dir + "/test.json", twice.dump());
   std::string args = "eval-scienceqa --test_dataset " + dir + "/test.json --base_model " + stories() +
-                     " --batch_size 8 --max_new_tokens 40 --dtype float32 --threads 1 --quiet --save_path ";
+                     " --batch_size 8 --max_new_tokens 16 --dtype float32 --threads 1 --quiet --save_path ";
   auto full = mor::test::run_mor(args + dir + "/full.json");
   ASSERT_EQ(full.exit_code, 0) << full.err;
 
