@@ -2,8 +2,10 @@
 #include "checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <sstream>
 #include <stdexcept>
@@ -165,7 +167,7 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const C
   return final_dir.string();
 }
 
-LoadedCheckpoint load_checkpoint(const std::string& dir, torch::optim::Optimizer& optimizer) {
+LoadedCheckpoint read_checkpoint_state(const std::string& dir) {
   const fs::path ck(dir);
   LoadedCheckpoint l;
   const std::string ts_path = (ck / "trainer_state.json").string(), ds_path = (ck / "data_state.json").string();
@@ -176,6 +178,12 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, torch::optim::Optimizer
     throw std::runtime_error(ts_path + ": needs a JSON object with a non-negative integer \"global_step\"");
   l.data_state = read_json_file(ds_path);
   if (!l.data_state.is_object()) throw std::runtime_error(ds_path + ": needs a JSON object");
+  return l;
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& dir, torch::optim::Optimizer& optimizer) {
+  const fs::path ck(dir);
+  LoadedCheckpoint l = read_checkpoint_state(dir);
   try {
     torch::load(optimizer, (ck / "optimizer.pt").string());
   } catch (const c10::Error& e) {
@@ -196,6 +204,53 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, torch::optim::Optimizer
   for (int r = 0; fs::exists(ck / ("rng_state_" + std::to_string(r) + ".pt")); ++r)
     load_rng(ck / ("rng_state_" + std::to_string(r) + ".pt"));
   return l;
+}
+
+namespace {
+int64_t int_key(const json& j, const std::string& file, const char* key, int64_t fallback, int64_t lo) {
+  if (!j.contains(key)) return fallback;
+  const json& v = j[key];
+  if (!v.is_number_integer() || v.get<int64_t>() < lo)
+    throw std::runtime_error(file + ": \"" + key + "\" must be an integer >= " + std::to_string(lo) + ", not " + v.dump());
+  return v.get<int64_t>();
+}
+double number_key(const json& j, const std::string& file, const char* key, double fallback, bool positive) {
+  if (!j.contains(key)) return fallback;
+  const json& v = j[key];
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0 || (positive && v.get<double>() == 0))
+    throw std::runtime_error(file + ": \"" + key + "\" must be a finite number " + (positive ? "> 0" : ">= 0") +
+                             ", not " + v.dump());
+  return v.get<double>();
+}
+}  // namespace
+
+ResumeState parse_resume_state(const LoadedCheckpoint& ck, const std::string& dir, const ResumeState& fallback) {
+  const std::string ts = (fs::path(dir) / "trainer_state.json").string(), dsf = (fs::path(dir) / "data_state.json").string();
+  const json &t = ck.trainer_state, &d = ck.data_state;
+  if (!t.is_object()) throw std::runtime_error(ts + ": needs a JSON object");
+  if (!d.is_object()) throw std::runtime_error(dsf + ": needs a JSON object");
+  ResumeState r = fallback;
+  if (!t.contains("global_step")) throw std::runtime_error(ts + ": no \"global_step\"");
+  r.global_step = int_key(t, ts, "global_step", 0, 0);
+  r.epoch = number_key(t, ts, "epoch", 0.0, false);
+  r.log_history = t.contains("log_history") ? t["log_history"] : json::array();
+  if (!r.log_history.is_array()) throw std::runtime_error(ts + ": \"log_history\" must be a list");
+  for (const auto& e : r.log_history)
+    if (!e.is_object()) throw std::runtime_error(ts + ": \"log_history\" must hold objects, not " + e.dump());
+  r.world_size = int_key(d, dsf, "world_size", fallback.world_size, 1);
+  r.micro_batch_size = int_key(d, dsf, "micro_batch_size", fallback.micro_batch_size, 1);
+  r.accum = int_key(d, dsf, "accum", fallback.accum, 1);
+  r.batch_size = int_key(d, dsf, "batch_size", r.accum * r.micro_batch_size * r.world_size, 1);
+  r.n_train = int_key(d, dsf, "n_train", fallback.n_train, 0);
+  r.seed = int_key(d, dsf, "seed", fallback.seed, std::numeric_limits<int64_t>::min());
+  r.good_steps = int_key(d, dsf, "good_steps", 0, 0);
+  r.loss_scale = number_key(d, dsf, "loss_scale", fallback.loss_scale, true);
+  if (d.contains("group_by_length")) {
+    if (!d["group_by_length"].is_boolean())
+      throw std::runtime_error(dsf + ": \"group_by_length\" must be true or false, not " + d["group_by_length"].dump());
+    r.group_by_length = d["group_by_length"].get<bool>();
+  }
+  return r;
 }
 
 }  // namespace mor

@@ -52,8 +52,23 @@ struct LoadedCheckpoint {
   nlohmann::json trainer_state, data_state;
   std::vector<torch::Tensor> rng_states;  // per rank that saved one (rng_state.pt or rng_state_<r>.pt)
 };
+// trainer_state.json and data_state.json alone (no optimizer, no RNG states).
+LoadedCheckpoint read_checkpoint_state(const std::string& dir);
 // Reads a checkpoint folder's state files and loads optimizer.pt into `optimizer`.
 LoadedCheckpoint load_checkpoint(const std::string& dir, torch::optim::Optimizer& optimizer);
+
+// What a resume takes from trainer_state.json and data_state.json, every field type- and range-checked:
+// an error names the file and the key. A data_state key that is absent keeps `fallback`'s value (older
+// checkpoints lack world_size/batch_size; batch_size then is accum x micro_batch_size x world_size).
+struct ResumeState {
+  nlohmann::json log_history = nlohmann::json::array();  // of objects
+  int64_t global_step = 0;
+  double epoch = 0;
+  int64_t world_size = 1, batch_size = 0, accum = 1, micro_batch_size = 1, n_train = 0, seed = 0, good_steps = 0;
+  bool group_by_length = false;
+  double loss_scale = 1;
+};
+ResumeState parse_resume_state(const LoadedCheckpoint& ck, const std::string& dir, const ResumeState& fallback);
 
 // In-memory torch archives, so a failed write is a checked write of bytes (files.h), never a
 // c10::Error from a half-written archive.

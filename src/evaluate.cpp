@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <stdexcept>
+#include <utility>
 
 #include "adapter.h"
 #include "allocation.h"
@@ -196,6 +197,113 @@ class Progress {
 
 }  // namespace
 
+namespace {
+
+// The part of an evaluation already done: answers per example, generated texts, and the tally.
+struct EvalProgress {
+  nlohmann::ordered_json results = nlohmann::ordered_json::array(), outputs = nlohmann::ordered_json::array();
+  std::vector<bool> ok;
+  int64_t correct = 0;
+
+  // The next texts.size() examples' generated texts, against their gold answers.
+  void record(const std::vector<std::string>& texts, const std::vector<std::string>& answers) {
+    for (const auto& text : texts) {
+      auto m = find_answers(text);
+      const bool good = pick_answer(m) == answers[results.size()];
+      correct += good;
+      ok.push_back(good);
+      results.push_back(m);
+      outputs.push_back(text);
+    }
+  }
+  // The result file's content so far (evaluation_scienceqa.py's keys, then ours).
+  nlohmann::ordered_json to_json(const std::vector<Row>& rows, const EvalRouterStats* router_stats) const {
+    const size_t n = results.size();
+    nlohmann::ordered_json data;
+    data["acc"] = n ? static_cast<double>(correct) / static_cast<double>(n) * 100.0 : 0.0;
+    data["correct"] = correct;
+    data["len"] = static_cast<int64_t>(n);
+    data["results"] = results;
+    data["outputs"] = outputs;
+    data["by_group"] = group_accuracy(rows, ok);
+    if (router_stats) data["router_stats"] = router_stats->to_json();
+    return data;
+  }
+};
+
+// A result file written by an earlier run (ours or the reference's), checked before it is trusted.
+EvalProgress read_resume_file(const std::string& path, const std::vector<std::string>& answers, bool quiet) {
+  EvalProgress p;
+  try {
+    std::ifstream f(path);
+    nlohmann::ordered_json saved = nlohmann::ordered_json::parse(f);
+    p.results = saved.at("results");
+    p.outputs = saved.at("outputs");
+    if (!p.results.is_array() || !p.outputs.is_array()) throw std::runtime_error("\"results\" and \"outputs\" must be lists");
+    for (const auto& r : p.results) {
+      if (!r.is_array()) throw std::runtime_error("each of \"results\" must be a list of answer letters");
+      for (const auto& x : r)
+        if (!x.is_string()) throw std::runtime_error("each of \"results\" must be a list of answer letters, got " + r.dump());
+    }
+    for (const auto& o : p.outputs)
+      if (!o.is_string()) throw std::runtime_error("each of \"outputs\" must be a string");
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": cannot resume from it: " + e.what());
+  }
+  if (p.results.size() != p.outputs.size() || p.results.size() > answers.size())
+    throw std::runtime_error(path + ": cannot resume: it holds " + std::to_string(p.results.size()) +
+                             " results for a dataset of " + std::to_string(answers.size()) + " rows");
+  for (size_t i = 0; i < p.results.size(); ++i) {
+    std::vector<std::string> m;
+    for (auto& x : p.results[i]) m.push_back(x.get<std::string>());
+    const bool good = pick_answer(m) == answers[i];
+    p.ok.push_back(good);
+    p.correct += good;
+  }
+  if (!quiet) std::cerr << "resuming after " << p.results.size() << " examples from " << path << "\n";
+  return p;
+}
+
+// Greedy responses to prompts[start, end) in one batch, decoded as transformers returns the sequences
+// (left pads, prompt, new tokens, pads after an early EOS) and cut to the template's response.
+std::vector<std::string> generate_responses(LlamaForCausalLM& model, const Tokenizer& tok, const PromptTemplate& tmpl,
+                                            const std::vector<std::string>& prompts, size_t start, size_t end,
+                                            int64_t max_new_tokens) {
+  std::vector<std::vector<int64_t>> ids;
+  for (size_t i = start; i < end; ++i) ids.push_back(tok.encode(prompts[i]));
+  GenerateOptions g;
+  g.max_new_tokens = max_new_tokens;
+  g.temperature = 0;
+  g.pad_id = 0;
+  g.stop_ids = tok.eos_ids();  // every EOS of generation_config.json (LLaMA-3.1: end_of_text, eom, eot)
+  GenerateOutput out = generate(model, ids, g);
+  auto seqs = out.sequences.to(torch::kCPU).contiguous();
+  std::vector<std::string> texts;
+  for (int64_t r = 0; r < seqs.size(0); ++r) {
+    const int64_t* p = seqs[r].data_ptr<int64_t>();
+    texts.push_back(tmpl.get_response(tok.decode_hf(std::vector<int64_t>(p, p + seqs.size(1)))));
+  }
+  return texts;
+}
+
+// The base model with its adapter (ours, mola_config.json, or the reference's folder, whose allocation
+// comes from its files; flags that are given must agree), in eval mode with the routing flags applied.
+std::pair<Tokenizer, LlamaForCausalLM> open_eval_model(const EvalOptions& opt) {
+  ModelSource src = open_model_source(opt.base_model);
+  AdapterSpec spec;
+  spec.weights_dir = opt.mola_weights;
+  spec.given = given_flags(opt.allocation);
+  spec.given->default_top_k = 2;  // evaluation_scienceqa.py's --top_k default, "2,2,...,2"
+  Tokenizer tok = src.tokenizer;
+  OpenedModel opened = load_model(std::move(src), RuntimeOptions{opt.device, opt.dtype, opt.threads}, spec);
+  LlamaForCausalLM model = opened.model;
+  opt.routing.apply_given(model);
+  model->eval();
+  return {std::move(tok), model};
+}
+
+}  // namespace
+
 EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   if (opt.batch_size < 1) throw std::runtime_error("--batch_size must be at least 1");
   if (opt.max_new_tokens < 1) throw std::runtime_error("--max_new_tokens must be at least 1");
@@ -214,71 +322,19 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   }
 
   // Resume from the saved result file: the first `len` examples are done.
-  nlohmann::ordered_json results = nlohmann::ordered_json::array(), outputs = nlohmann::ordered_json::array();
-  int64_t correct = 0;
-  std::vector<bool> ok;
-  if (opt.resume && fs::exists(opt.save_path)) {
-    nlohmann::ordered_json saved;
-    try {
-      std::ifstream f(opt.save_path);
-      saved = nlohmann::ordered_json::parse(f);
-      results = saved.at("results");
-      outputs = saved.at("outputs");
-      if (!results.is_array() || !outputs.is_array())
-        throw std::runtime_error("\"results\" and \"outputs\" must be lists");
-      for (const auto& r : results) {
-        if (!r.is_array()) throw std::runtime_error("each of \"results\" must be a list of answer letters");
-        for (const auto& x : r)
-          if (!x.is_string()) throw std::runtime_error("each of \"results\" must be a list of answer letters, got " + r.dump());
-      }
-      for (const auto& o : outputs)
-        if (!o.is_string()) throw std::runtime_error("each of \"outputs\" must be a string");
-    } catch (const std::exception& e) {
-      throw std::runtime_error(opt.save_path + ": cannot resume from it: " + e.what());
-    }
-    if (results.size() != outputs.size() || results.size() > rows.size())
-      throw std::runtime_error(opt.save_path + ": cannot resume: it holds " + std::to_string(results.size()) +
-                               " results for a dataset of " + std::to_string(rows.size()) + " rows");
-    for (size_t i = 0; i < results.size(); ++i) {
-      std::vector<std::string> m;
-      for (auto& x : results[i]) m.push_back(x.get<std::string>());
-      bool good = pick_answer(m) == answers[i];
-      ok.push_back(good);
-      correct += good;
-    }
-    if (!opt.quiet) std::cerr << "resuming after " << results.size() << " examples from " << opt.save_path << "\n";
-  }
+  EvalProgress done;
+  if (opt.resume && fs::exists(opt.save_path)) done = read_resume_file(opt.save_path, answers, opt.quiet);
 
-  ModelSource src = open_model_source(opt.base_model);
-  AdapterSpec spec;
-  spec.weights_dir = opt.mola_weights;
-  // Ours (mola_config.json) or the reference's folder (allocation from its files); given flags must agree.
-  spec.given = given_flags(opt.allocation);
-  spec.given->default_top_k = 2;  // evaluation_scienceqa.py's --top_k default, "2,2,...,2"
-  const Tokenizer tok = src.tokenizer;
-  OpenedModel opened = load_model(std::move(src), RuntimeOptions{opt.device, opt.dtype, opt.threads}, spec);
-  LlamaForCausalLM model = opened.model;
-  opt.routing.apply_given(model);
-  model->eval();
+  const auto tok_model = open_eval_model(opt);
+  const Tokenizer& tok = tok_model.first;
+  LlamaForCausalLM model = tok_model.second;
   torch::NoGradGuard no_grad;
   std::unique_ptr<EvalRouterStats> router_stats;
   if (opt.router_stats) router_stats = std::make_unique<EvalRouterStats>(model, rows);
 
-  auto summary_json = [&](size_t n) {
-    nlohmann::ordered_json data;
-    data["acc"] = n ? static_cast<double>(correct) / static_cast<double>(n) * 100.0 : 0.0;
-    data["correct"] = correct;
-    data["len"] = static_cast<int64_t>(n);
-    data["results"] = results;
-    data["outputs"] = outputs;
-    data["by_group"] = group_accuracy(rows, ok);
-    if (router_stats) data["router_stats"] = router_stats->to_json();
-    return data;
-  };
-
   Progress progress(static_cast<int64_t>(rows.size()), opt.quiet);
   const size_t save_every = 200;
-  for (size_t start = results.size(); start < rows.size();) {
+  for (size_t start = done.results.size(); start < rows.size();) {
     size_t end = std::min(rows.size(), start + static_cast<size_t>(opt.batch_size));
     std::vector<std::string> texts;
     if (router_stats) {
@@ -289,40 +345,20 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
     if (opt.scoring == "logprob") {
       for (size_t i = start; i < end; ++i) texts.push_back(score_by_logprob(model, tok, prompts[i], option_count(rows[i])));
     } else {
-      std::vector<std::vector<int64_t>> ids;
-      for (size_t i = start; i < end; ++i) ids.push_back(tok.encode(prompts[i]));
-      GenerateOptions g;
-      g.max_new_tokens = opt.max_new_tokens;
-      g.temperature = 0;
-      g.pad_id = 0;
-      g.stop_ids = tok.eos_ids();  // every EOS of generation_config.json (LLaMA-3.1: end_of_text, eom, eot)
-      // Sequences as transformers returns them: left pads, prompt, new tokens, pads after an early EOS.
-      GenerateOutput out = generate(model, ids, g);
-      auto seqs = out.sequences.to(torch::kCPU).contiguous();
-      for (int64_t r = 0; r < seqs.size(0); ++r) {
-        const int64_t* p = seqs[r].data_ptr<int64_t>();
-        texts.push_back(tmpl.get_response(tok.decode_hf(std::vector<int64_t>(p, p + seqs.size(1)))));
-      }
+      texts = generate_responses(model, tok, tmpl, prompts, start, end, opt.max_new_tokens);
     }
-    for (size_t i = start; i < end; ++i) {
-      const std::string& text = texts[i - start];
-      auto m = find_answers(text);
-      bool good = pick_answer(m) == answers[i];
-      correct += good;
-      ok.push_back(good);
-      results.push_back(m);
-      outputs.push_back(text);
-    }
-    progress.update(static_cast<int64_t>(end), correct);
-    if (end / save_every > start / save_every || end == rows.size()) write_result_file(opt.save_path, summary_json(end));
+    done.record(texts, answers);
+    progress.update(static_cast<int64_t>(end), done.correct);
+    if (end / save_every > start / save_every || end == rows.size())
+      write_result_file(opt.save_path, done.to_json(rows, router_stats.get()));
     start = end;
   }
 
   EvalSummary s;
-  s.len = static_cast<int64_t>(results.size());
-  s.correct = correct;
-  s.acc = s.len ? 100.0 * static_cast<double>(correct) / static_cast<double>(s.len) : 0.0;
-  s.by_group = group_accuracy(rows, ok);
+  s.len = static_cast<int64_t>(done.results.size());
+  s.correct = done.correct;
+  s.acc = s.len ? 100.0 * static_cast<double>(done.correct) / static_cast<double>(s.len) : 0.0;
+  s.by_group = group_accuracy(rows, done.ok);
   return s;
 }
 

@@ -436,19 +436,24 @@ void Trainer::save_checkpoint() {
 void Trainer::load_checkpoint() {
   const TrainOptions& o = in_.opt;
   LoadedCheckpoint ck = mor::load_checkpoint(in_.resume.path, *optimizer_);
-  const json& ds = ck.data_state;
-  st_.log_history = ck.trainer_state.value("log_history", json::array());
-  st_.global_step = ck.trainer_state.at("global_step").get<int64_t>();
-  st_.epoch = ck.trainer_state.value("epoch", 0.0);
-  resumed_world_ = ds.value("world_size", (int64_t)1);
-  const int64_t ck_batch = ds.value("batch_size", ds.value("accum", in_.plan.accum) * o.micro_batch_size * resumed_world_);
-  if (ds.value("micro_batch_size", o.micro_batch_size) != o.micro_batch_size || ck_batch != o.batch_size ||
-      ds.value("n_train", (int64_t)in_.train.size()) != (int64_t)in_.train.size() || ds.value("seed", o.seed) != o.seed ||
-      ds.value("group_by_length", o.group_by_length) != o.group_by_length)
+  ResumeState now;  // this run's values: what a checkpoint without the key is taken to have
+  now.accum = in_.plan.accum;
+  now.micro_batch_size = o.micro_batch_size;
+  now.n_train = static_cast<int64_t>(in_.train.size());
+  now.seed = o.seed;
+  now.group_by_length = o.group_by_length;
+  now.loss_scale = loss_scale_;
+  const ResumeState rs = parse_resume_state(ck, in_.resume.path, now);
+  st_.log_history = rs.log_history;
+  st_.global_step = rs.global_step;
+  st_.epoch = rs.epoch;
+  resumed_world_ = rs.world_size;
+  if (rs.micro_batch_size != o.micro_batch_size || rs.batch_size != o.batch_size || rs.n_train != now.n_train ||
+      rs.seed != o.seed || rs.group_by_length != o.group_by_length)
     throw std::runtime_error("--resume_from_checkpoint " + in_.resume.path +
                              ": the checkpoint was made with a different batch size, dataset, seed or grouping");
-  loss_scale_ = ds.value("loss_scale", loss_scale_);
-  good_steps_ = ds.value("good_steps", (int64_t)0);
+  loss_scale_ = rs.loss_scale;
+  good_steps_ = rs.good_steps;
   if (!is_main()) return;
   std::cout << "mor train: resuming from " << in_.resume.path << " at step " << st_.global_step << "\n";
   if (resumed_world_ != dist_.world())

@@ -2,13 +2,15 @@
 // torch-free ones of tests/parsers_fuzz.h (also run under ASan+UBSan as fuzz_parsers_asan) and those that
 // need LibTorch: a whole safetensors file through SafeTensorsFile (header, offsets, then every tensor
 // read), the .bin pickle reader, an adapter folder's mola_config.json / adapter_config.json through
-// load_adapter, and the eval --resume file through evaluate_scienceqa. Every round must succeed or
+// load_adapter, the eval --resume file through evaluate_scienceqa, and a checkpoint's trainer_state.json
+// and data_state.json through what a resume reads of them. Every round must succeed or
 // throw std::runtime_error naming the file on one line; a crash or a leaked library exception fails.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "adapter.h"
+#include "checkpoint.h"
 #include "evaluate.h"
 #include "helpers.h"
 #include "helpers_bad.h"
@@ -132,6 +134,39 @@ TEST(FuzzParsers, EvalResumeFile) {
     expect_rejects_some(s, "eval resume file");
   } catch (const std::logic_error& e) {
     FAIL() << e.what();
+  }
+}
+
+// A real checkpoint (a 1-step run of `mor train`) as the seed; each round rewrites one of its two
+// state files and reads the folder as `--resume_from_checkpoint` does.
+TEST(FuzzParsers, TrainerStateAndDataState) {
+  MOR_REQUIRE_TESTDATA();
+  const std::string d = scratch_dir("fuzz_trainer_state");
+  bad::write_train_json(d + "/train.json", 4);
+  auto r = run_mor("train --base_model " + bad::q(testdata_dir() + "/stories260K") + " --data_path " +
+                   bad::q(d + "/train.json") + " --output_dir " + bad::q(d + "/out") +
+                   " --batch_size 2 --micro_batch_size 2 --max_steps 1 --save_steps 1 --cutoff_len 32 --val_set_size 0"
+                   " --warmup_steps 0 --lora_r 2 --number_experts 2 --top_k 1 --dtype float32 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string ck = d + "/out/checkpoint-1";
+  ResumeState fallback;
+  fallback.micro_batch_size = 2;
+  fallback.n_train = 4;
+  for (const char* file : {"trainer_state.json", "data_state.json"}) {
+    const std::string path = ck + "/" + file, seed = read_file(path);
+    const ResumeState good = parse_resume_state(read_checkpoint_state(ck), ck, fallback);
+    EXPECT_EQ(good.global_step, 1);
+    EXPECT_EQ(good.batch_size, 2);
+    try {
+      auto st = fuzz_loop(file, {seed}, path, [&](const std::string& in) {
+        write_bytes(path, in);
+        parse_resume_state(read_checkpoint_state(ck), ck, fallback);
+      }, kSeconds, 11, 200);
+      expect_rejects_some(st, file);
+    } catch (const std::logic_error& e) {
+      ADD_FAILURE() << e.what();
+    }
+    write_bytes(path, seed);
   }
 }
 
