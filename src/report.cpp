@@ -129,7 +129,7 @@ std::string load_section(const std::vector<json>& stats) {
        "modules</option>";
   for (const auto& m : mods) o << "<option value=\"" << svg::escape(m) << "\">" << svg::escape(m) << "</option>";
   o << "</select></label>";
-  for (const std::string module : [&] { auto v = mods; v.insert(v.begin(), "mean"); return v; }()) {
+  for (const std::string& module : [&] { auto v = mods; v.insert(v.begin(), "mean"); return v; }()) {
     o << "<div class=\"module-group grid\" data-module=\"" << svg::escape(module) << "\""
       << (module == "mean" ? "" : " style=\"display:none\"") << ">";
     for (size_t si : snapshot_indices(stats.size())) {

@@ -225,8 +225,12 @@ TEST(Kernels, FusedAndOpPathsAgreeWithAdapters) {
   ModelConfig cfg = ModelConfig::llama(64, 96, 2, 8, 2, 101);
   for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
     auto m = random_llama(cfg, 11, dt, torch::kCPU);
+    // bfloat16 with every expert active: the fused path computes the router logits in one GEMM with the A
+    // matrices, so they round differently from the op path's, and where two experts nearly tie a token's
+    // top-k choice could differ between the paths (with it its logits, by a whole expert). The selection
+    // itself is checked in float32; in bfloat16 the gates (softmax weights) and the fused GEMMs are.
     auto alloc = Allocation::from_flags(cfg, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "2,4", "8,4",
-                                        "2", 16.0, 0.05);
+                                        dt == torch::kFloat32 ? "2" : "2,4", 16.0, 0.05);
     attach_adapters(m, alloc, 3);
     for (auto& [name, p] : trainable_params(m))
       if (name.find("lora_B") != std::string::npos) p.detach().normal_(0.0, 0.05);
@@ -269,3 +273,4 @@ TEST(Kernels, FusedAndOpPathsAgreeWithAdapters) {
     EXPECT_LT(((after - after_off).abs().max() / after_off.abs().max()).item<double>(), dt == torch::kFloat32 ? 1e-5 : 2e-2);
   }
 }
+
