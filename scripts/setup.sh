@@ -32,7 +32,10 @@ if [ "$INSTALL" = 1 ]; then
     cmake g++ make ccache pkg-config \
     libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
     libopenblas0-openmp python3-torch python3-sentencepiece \
-    libsnappy-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev libssl-dev libpcre2-dev libicu-dev
+    libsnappy-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev libssl-dev libpcre2-dev libicu-dev \
+    libgloo-dev
+  # libgloo-dev: the headers of LibTorch's c10d Gloo backend (data-parallel `mor train` under torchrun);
+  # without them mor builds single-process only and the DDP tests skip.
   # Select the OpenMP build of OpenBLAS for all three names LibTorch loads (libblas.so.3, liblapack.so.3,
   # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
   # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
