@@ -170,34 +170,31 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const C
 LoadedCheckpoint read_checkpoint_state(const std::string& dir) {
   const fs::path ck(dir);
   LoadedCheckpoint l;
-  const std::string ts_path = (ck / "trainer_state.json").string(), ds_path = (ck / "data_state.json").string();
-  l.trainer_state = read_json_file(ts_path);
-  const json* gs = l.trainer_state.is_object() && l.trainer_state.contains("global_step")
-                       ? &l.trainer_state["global_step"] : nullptr;
-  if (!gs || !gs->is_number_integer() || gs->get<int64_t>() < 0)
-    throw std::runtime_error(ts_path + ": needs a JSON object with a non-negative integer \"global_step\"");
-  l.data_state = read_json_file(ds_path);
-  if (!l.data_state.is_object()) throw std::runtime_error(ds_path + ": needs a JSON object");
+  l.trainer_state = read_json_file((ck / "trainer_state.json").string());
+  l.data_state = read_json_file((ck / "data_state.json").string());
   return l;
 }
+
+namespace {
+// torch::load of one archive; a c10 error becomes one line naming the file.
+template <typename T>
+void load_archive(T& into, const fs::path& p) {
+  try {
+    torch::load(into, p.string());
+  } catch (const c10::Error& e) {
+    std::string m = e.what_without_backtrace();
+    throw std::runtime_error(p.string() + ": cannot load: " + m.substr(0, m.find('\n')));
+  }
+}
+}  // namespace
 
 LoadedCheckpoint load_checkpoint(const std::string& dir, torch::optim::Optimizer& optimizer) {
   const fs::path ck(dir);
   LoadedCheckpoint l = read_checkpoint_state(dir);
-  try {
-    torch::load(optimizer, (ck / "optimizer.pt").string());
-  } catch (const c10::Error& e) {
-    std::string m = e.what_without_backtrace();
-    throw std::runtime_error((ck / "optimizer.pt").string() + ": cannot load: " + m.substr(0, m.find('\n')));
-  }
+  load_archive(optimizer, ck / "optimizer.pt");
   auto load_rng = [&](const fs::path& p) {
     torch::Tensor t;
-    try {
-      torch::load(t, p.string());
-    } catch (const c10::Error& e) {
-      std::string m = e.what_without_backtrace();
-      throw std::runtime_error(p.string() + ": cannot load: " + m.substr(0, m.find('\n')));
-    }
+    load_archive(t, p);
     l.rng_states.push_back(t);
   };
   if (fs::exists(ck / "rng_state.pt")) load_rng(ck / "rng_state.pt");

@@ -52,7 +52,8 @@ struct LoadedCheckpoint {
   nlohmann::json trainer_state, data_state;
   std::vector<torch::Tensor> rng_states;  // per rank that saved one (rng_state.pt or rng_state_<r>.pt)
 };
-// trainer_state.json and data_state.json alone (no optimizer, no RNG states).
+// trainer_state.json and data_state.json alone (no optimizer, no RNG states), as read; parse_resume_state
+// checks them.
 LoadedCheckpoint read_checkpoint_state(const std::string& dir);
 // Reads a checkpoint folder's state files and loads optimizer.pt into `optimizer`.
 LoadedCheckpoint load_checkpoint(const std::string& dir, torch::optim::Optimizer& optimizer);

@@ -260,10 +260,9 @@ double Trainer::lr_at(int64_t step) const {
 
 // ---- after a step ------------------------------------------------------------------------------
 
-// [mean loss, mean aux, tokens, grad norm] of the steps since the last log line, over all ranks: one
+// [mean loss, mean aux, tokens, mean z-loss, grad norm] of the steps since the last log line, over all ranks: one
 // host sync (and one small collective). `reset` starts the next log window.
 torch::Tensor Trainer::global_log_values(bool reset) {
-  // [loss, aux, tokens, z-loss] summed over the ranks (one collective), then grad_norm: one host copy.
   std::vector<torch::Tensor> v{torch::stack({log_loss_, log_aux_,
                                              torch::full({}, static_cast<double>(log_tokens_), log_loss_.options()),
                                              log_z_.defined() ? log_z_ : torch::zeros_like(log_loss_)})};
