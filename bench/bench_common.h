@@ -3,7 +3,7 @@
 // every figure a benchmark prints is a ratio to a peak measured in the same process, and
 // configurations are interleaved in rounds (medians over rounds, ratio per round).
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <algorithm>
 #include <chrono>

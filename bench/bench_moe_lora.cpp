@@ -3,7 +3,7 @@
 // plain LoRA r=8, MoLA 2/4/8 experts top-2 fused, and the same MoLA as a per-expert loop (the
 // reference's formulation). Prints milliseconds per iteration and ratios; not pass/fail.
 // Usage: bench_moe_lora [threads=2] [rounds=3] (each figure: the fastest of the rounds, configurations interleaved)
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <chrono>
 #include <cstdio>

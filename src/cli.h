@@ -8,7 +8,7 @@
 #include <type_traits>
 
 #include <CLI/CLI.hpp>
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include "allocation.h"
 #include "runtime.h"  // the commands parse --device/--dtype/--threads with it

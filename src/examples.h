@@ -2,7 +2,7 @@
 // cutoff_len, EOS appended when room), labels with the user prompt masked to -100 unless
 // train_on_inputs, and left-padded micro-batches rounded up to a multiple of 8. Shared by train and score.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <cstdint>
 #include <vector>

@@ -119,4 +119,10 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   }
 }
 
+std::string join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
+  return s;
+}
+
 }  // namespace mor

@@ -3,6 +3,7 @@
 // their own writers (safetensors.cpp, dataset.cpp) built on the same rule.
 #pragma once
 #include <string>
+#include <vector>
 
 namespace mor {
 
@@ -12,5 +13,8 @@ void write_file(const std::string& path, const std::string& data);
 
 // Throws std::runtime_error naming the file when the write or the rename fails.
 void write_file_atomic(const std::string& path, const std::string& data);
+
+// "a, b, c": the lists of names that error messages give.
+std::string join(const std::vector<std::string>& v, const std::string& sep = ", ");
 
 }  // namespace mor

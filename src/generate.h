@@ -3,7 +3,7 @@
 // EOS; finished rows are dropped from the batch and padded with the pad id in the output, as HF does.
 // Shapes: B batch, P longest prompt, S keys so far, V vocab, L generated steps.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <cstdint>
 #include <vector>

@@ -3,7 +3,7 @@
 // backward. LibTorch has no checkpoint utility, so a custom autograd Function reruns the layer under
 // grad and backpropagates through it reentrantly; it plugs into the layer loop as ForwardArgs::run_layer.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include "llama.h"
 

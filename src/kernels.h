@@ -5,7 +5,7 @@
 // scoring, generation); training keeps the autograd ops.
 // Shapes: B batch, H heads, T queries, S keys, D head dim, C hidden, N tokens, E experts, R ranks.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <cstdint>
 #include <vector>

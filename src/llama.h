@@ -5,7 +5,7 @@
 // Shapes: B batch, T new tokens, S = past + T keys, C hidden, H heads, Hkv kv heads, G = H/Hkv,
 // D head dim, F intermediate, V vocab.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <functional>
 #include <string>

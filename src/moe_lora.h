@@ -3,7 +3,7 @@
 // and a per-expert reference loop that the fused path is tested against.
 // Shapes: N = B*T tokens, I in_features, O out_features, E experts, K top-k, R = sum of expert ranks.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <memory>
 #include <string>

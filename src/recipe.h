@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include "checkpoint.h"
 #include "ddp.h"

@@ -12,6 +12,7 @@
 
 #include "adapter.h"
 #include "cli.h"
+#include "files.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;
@@ -22,11 +23,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + v[i];
-  return s;
-}
 
 std::string shape_str(int64_t a, int64_t b) { return "[" + std::to_string(a) + ", " + std::to_string(b) + "]"; }
 
@@ -113,8 +109,8 @@ void check_flags_against(const Allocation& a, const ModelConfig& cfg, const Give
     std::sort(x.begin(), x.end());
     std::sort(y.begin(), y.end());
     if (x != y)
-      throw std::runtime_error("--lora_target_modules " + join(given) + " disagrees with " + source + ": it targets " +
-                               join(a.target_modules) + " (drop the flag or fix it)");
+      throw std::runtime_error("--lora_target_modules " + join(given, ",") + " disagrees with " + source + ": it targets " +
+                               join(a.target_modules, ",") + " (drop the flag or fix it)");
   }
   if (g.lora_alpha && *g.lora_alpha != a.lora_alpha)
     throw std::runtime_error("--lora_alpha " + std::to_string(*g.lora_alpha) + " disagrees with " + source +
@@ -191,7 +187,7 @@ Allocation infer_reference_allocation(const ModelConfig& cfg, const std::string&
   for (const auto& n : names_seen)
     if (std::find(a.target_modules.begin(), a.target_modules.end(), n) == a.target_modules.end())
       throw std::runtime_error(wpath + ": holds experts for '" + n + "', which " + cpath +
-                               " does not list in target_modules (" + join(a.target_modules) + ")");
+                               " does not list in target_modules (" + join(a.target_modules, ",") + ")");
   a.lora_alpha = g.lora_alpha ? *g.lora_alpha : 16.0;
   if (conf.contains("lora_alpha")) {
     if (!conf["lora_alpha"].is_number()) throw std::runtime_error(cpath + ": lora_alpha is not a number");
@@ -218,7 +214,7 @@ Allocation infer_reference_allocation(const ModelConfig& cfg, const std::string&
       auto it = mods.find(path);
       if (it == mods.end())
         throw std::runtime_error(wpath + ": no experts for " + path + " ('base_model.model." + path +
-                                 ".lora_A_0.weight' is missing), which target_modules (" + join(a.target_modules) + ") names");
+                                 ".lora_A_0.weight' is missing), which target_modules (" + join(a.target_modules, ",") + ") names");
       ExpertSpec s;
       s.n_expert = int64_t(it->second.ranks.size());
       for (int64_t e = 0; e < s.n_expert; ++e) {

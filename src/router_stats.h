@@ -6,7 +6,7 @@
 // reference the fast path is tested against.
 // Shapes: N = B*T tokens of one forward pass, E experts, K top-k, G groups of tokens.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <functional>
 #include <string>

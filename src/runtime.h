@@ -4,7 +4,7 @@
 #pragma once
 #include <string>
 
-#include <torch/torch.h>
+#include "torch_api.h"
 
 namespace mor {
 

@@ -2,7 +2,7 @@
 // and writer (metadata map, temp file + rename), plus the Hugging Face sharded layout
 // (model.safetensors.index.json -> weight_map). Errors name the file and the tensor.
 #pragma once
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <cstdint>
 #include <map>

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "dataset.h"
+#include "files.h"
 #include "runtime.h"
 
 namespace fs = std::filesystem;
@@ -13,12 +14,6 @@ using nlohmann::json;
 namespace mor {
 
 namespace {
-
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (auto& n : v) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
 
 void check_options(TrainOptions& o, int64_t world) {
   if (o.eval_steps <= 0) o.eval_steps = o.logging_steps;

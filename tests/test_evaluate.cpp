@@ -89,7 +89,7 @@ std::string trained_adapter() {
   return dir;
 }
 
-ordered_json read_json(const std::string& path) { return ordered_json::parse(mor::test::read_file(path)); }
+ordered_json read_ojson(const std::string& path) { return ordered_json::parse(mor::test::read_file(path)); }
 
 // Drops the "<unk>" pads that follow an early EOS in a batch (there are none one by one).
 std::string strip_trailing_pads(std::string s) {
@@ -106,7 +106,7 @@ TEST(EvalScienceQA, ResultFileSchemaAndArithmetic) {
                               " --mola_weights " + trained_adapter() + " --save_path " + out +
                               " --batch_size 8 --limit 24 --max_new_tokens 24 --dtype float32 --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto j = read_json(out);
+  auto j = read_ojson(out);
   std::vector<std::string> keys;
   for (auto& [k, v] : j.items()) keys.push_back(k);
   EXPECT_EQ(keys, (std::vector<std::string>{"acc", "correct", "len", "results", "outputs", "by_group"}));
@@ -114,7 +114,7 @@ TEST(EvalScienceQA, ResultFileSchemaAndArithmetic) {
   ASSERT_EQ(j["results"].size(), 24u);
   ASSERT_EQ(j["outputs"].size(), 24u);
   EXPECT_DOUBLE_EQ(j["acc"].get<double>(), 100.0 * j["correct"].get<double>() / 24.0);
-  auto rows = read_json(sample_test_json());
+  auto rows = read_ojson(sample_test_json());
   int64_t correct = 0;
   for (size_t i = 0; i < 24; ++i) {
     auto again = mor::find_answers(j["outputs"][i].get<std::string>());
@@ -138,7 +138,7 @@ TEST(EvalScienceQA, BatchedEqualsOneByOne) {
                                 " --limit 16 --max_new_tokens 48 --dtype float32 --quiet");
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  auto a = read_json(dir + "/b8.json"), b = read_json(dir + "/b1.json");
+  auto a = read_ojson(dir + "/b8.json"), b = read_ojson(dir + "/b1.json");
   EXPECT_EQ(a["results"], b["results"]);
   ASSERT_EQ(a["outputs"].size(), b["outputs"].size());
   int ended_early = 0;
@@ -161,7 +161,7 @@ TEST(EvalScienceQA, ReferenceBinAdapterGivesSameOutputs) {
   for (auto f : {"config.json", "model.safetensors"}) fs::copy(golden + "/model/" + f, model + "/" + f);
   fs::copy(stories() + "/tokenizer.model", model + "/tokenizer.model");
   // The reference stores no experts or top-k, and our mixture of ranks needs per-module rank lists.
-  auto alloc = read_json(golden + "/adapter/mola_config.json");
+  auto alloc = read_ojson(golden + "/adapter/mola_config.json");
   ordered_json ranks = ordered_json::object();
   for (auto& [path, m] : alloc["modules"].items()) ranks[path] = m["ranks"];
   mor::test::write_file(dir + "/ranks.json", ranks.dump());
@@ -185,7 +185,7 @@ TEST(EvalScienceQA, KilledMidwayThenResumedEqualsUninterrupted) {
   MOR_REQUIRE_TESTDATA();
   std::string dir = mor::test::scratch_dir("eval_resume");
   // 400 rows: the sample test split twice, so a save happens at 200 and another at the end.
-  auto rows = read_json(sample_test_json());
+  auto rows = read_ojson(sample_test_json());
   ordered_json twice = rows;
   for (auto& r : rows) twice.push_back(r);
   mor::test::write_file(dir + "/test.json", twice.dump());
@@ -211,7 +211,7 @@ TEST(EvalScienceQA, KilledMidwayThenResumedEqualsUninterrupted) {
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(saw_partial) << "the first save never appeared";
-  auto partial = read_json(part);
+  auto partial = read_ojson(part);
   ASSERT_EQ(partial["len"].get<int64_t>(), 200) << "the run finished before it could be killed";
   auto resumed = mor::test::run_mor(args + part + " --resume");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;

@@ -2,19 +2,21 @@
 // respect to x, A, B and the router), the MolaLinear module, and the balance loss against a
 // hand-computed case and a loop reference.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <cmath>
 #include <random>
 
 #include "moe_lora.h"
+#include "tensor_checks.h"
 
 using namespace mor;
 
 namespace {
 
-double max_abs(const torch::Tensor& a) { return a.abs().max().item<double>(); }
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+using test::expect_close;
+using test::max_abs;
+using test::max_diff;
 
 struct Case {
   int64_t N, I, O;
@@ -54,12 +56,6 @@ Grads run(const Case& c, bool fused, uint64_t seed) {
   }
   ((y * G).sum() + (logits * H).sum()).backward();
   return {y.detach(), logits.detach(), x.grad(), router.grad(), A.grad(), B.grad()};
-}
-
-void expect_close(const torch::Tensor& a, const torch::Tensor& b, const std::string& what, double tol = 1e-5) {
-  ASSERT_EQ(a.sizes(), b.sizes()) << what;
-  double scale = std::max(1.0, max_abs(b));
-  EXPECT_LE(max_diff(a, b), tol * scale) << what << " (max |ref| " << max_abs(b) << ")";
 }
 
 }  // namespace

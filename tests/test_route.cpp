@@ -3,7 +3,7 @@
 // token t's logits in layer l are known integers; the printed experts and weights are checked
 // against them, as JSON and as a table, for one module and all.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <algorithm>
 #include <cmath>

@@ -2,7 +2,7 @@
 // their pure references (outputs, router logits, gradients), the per-layer routing flags and their
 // place in mola_config.json, and the statistics of a padded batch against a pure loop.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include "torch_api.h"
 
 #include <cmath>
 #include <random>
@@ -14,18 +14,14 @@
 #include "moe_lora.h"
 #include "router_stats.h"
 #include "routing.h"
+#include "tensor_checks.h"
 
 using namespace mor;
 
 namespace {
 
-double max_abs(const torch::Tensor& a) { return a.abs().max().item<double>(); }
-
-void expect_close(const torch::Tensor& a, const torch::Tensor& b, const std::string& what, double tol = 1e-5) {
-  ASSERT_EQ(a.sizes(), b.sizes()) << what;
-  double scale = std::max(1.0, max_abs(b));
-  EXPECT_LE((a - b).abs().max().item<double>(), tol * scale) << what;
-}
+using test::expect_close;
+using test::max_abs;
 
 struct Out {
   torch::Tensor y, logits, gx, gr, gA, gB;

@@ -3,6 +3,8 @@
 // transformers-style decoding with special tokens, the alpaca template, and errors.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "helpers.h"
 #include "tokenizer.h"
 
