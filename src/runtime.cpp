@@ -2,8 +2,11 @@
 #include "runtime.h"
 
 #include <cpuid.h>
+#include <malloc.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 
@@ -48,7 +51,17 @@ torch::Dtype parse_dtype(const std::string& name, torch::Device device) {
   throw std::runtime_error("--dtype '" + name + "': expected auto, float32, bfloat16 or float16");
 }
 
+void tune_allocator() {
+  auto set = [](const char* name) { return std::getenv(name) != nullptr; };
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if ((tunables && std::strstr(tunables, "glibc.malloc.")) || set("MALLOC_MMAP_THRESHOLD_") || set("MALLOC_TRIM_THRESHOLD_"))
+    return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum on 64-bit; larger blocks are still mapped
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+}
+
 void set_threads(int n) {
+  tune_allocator();
   if (n < 0) throw std::runtime_error("--threads must be >= 0 (0 = all cores)");
   if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
