@@ -306,6 +306,7 @@ std::pair<Tokenizer, LlamaForCausalLM> open_eval_model(const EvalOptions& opt) {
 
 EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   if (opt.batch_size < 1) throw std::runtime_error("--batch_size must be at least 1");
+  if (opt.save_every < 1) throw std::runtime_error("--save_every must be at least 1");
   if (opt.max_new_tokens < 1) throw std::runtime_error("--max_new_tokens must be at least 1");
   if (opt.scoring != "generate" && opt.scoring != "logprob")
     throw std::runtime_error("--scoring must be generate or logprob, not '" + opt.scoring + "'");
@@ -333,7 +334,7 @@ EvalSummary evaluate_scienceqa(const EvalOptions& opt) {
   if (opt.router_stats) router_stats = std::make_unique<EvalRouterStats>(model, rows);
 
   Progress progress(static_cast<int64_t>(rows.size()), opt.quiet);
-  const size_t save_every = 200;
+  const auto save_every = static_cast<size_t>(opt.save_every);
   for (size_t start = done.results.size(); start < rows.size();) {
     size_t end = std::min(rows.size(), start + static_cast<size_t>(opt.batch_size));
     std::vector<std::string> texts;

@@ -1,6 +1,6 @@
 // ScienceQA evaluation as the reference evaluation_scienceqa.py does it: alpaca prompts in batches,
 // greedy generation, batch_decode-style text, the response after "### Response:", answer extraction with
-// `The answer is ([A-Z]).`, and the result file json.dump(indent=2) writes — saved every 200 examples,
+// `The answer is ([A-Z]).`, and the result file json.dump(indent=2) writes — saved every 200 examples (--save_every),
 // resumable. Beyond the reference: accuracy by subject/grade/category and log-probability scoring.
 #pragma once
 #include <cstdint>
@@ -32,6 +32,7 @@ struct EvalOptions {
   std::string dtype = "auto", device = "cpu";
   int threads = 0;
   int64_t limit = 0;  // evaluate only the first `limit` rows (0 = all)
+  int64_t save_every = 200;  // the result file is rewritten each time this many more are done (the reference: 200)
   bool quiet = false;
 };
 

@@ -286,6 +286,8 @@ std::vector<BadCase> cases() {
   add("FlagLearningRateInf", "train", [](const std::string& d) { return train_ok(d, " --learning_rate inf"); }, "--learning_rate");
   add("FlagLearningRateNan", "train", [](const std::string& d) { return train_ok(d, " --learning_rate nan"); }, "--learning_rate");
   add("FlagThreadsNegative", "train", [](const std::string& d) { return train_ok(d, " --threads -1"); }, "--threads");
+  add("FlagSaveEveryZero", "eval-scienceqa", [](const std::string& d) { return eval_args(d, copy_model(d), " --save_every 0"); },
+      "--save_every");
   add("FlagThreadsNegativeEval", "eval-scienceqa", [](const std::string& d) { return eval_args(d, copy_model(d), " --threads -3"); },
       "--threads");
   add("FlagThreadsOverflow", "eval-scienceqa", [](const std::string& d) {

@@ -240,7 +240,8 @@ TEST(DdpTorchrun, ResumeAfterKillAtCheckpointAndAfterSigtermIsBitIdentical) {
 
   // SIGTERM to the torchrun agent: one checkpoint (by rank 0), every rank exits, resume is exact.
   const std::string ref = test::scratch_dir("ddp_sigterm_ref");
-  const std::string longer = " --max_steps 400 --save_steps 1000 --logging_steps 10";
+  // Long enough that the signal, sent once step 20 is logged, lands well before the end.
+  const std::string longer = " --max_steps 120 --save_steps 1000 --logging_steps 10";
   auto rr = shell(torchrun_single_node(train_args(ref, longer)));
   ASSERT_EQ(rr.exit_code, 0) << rr.out;
   const std::string log = c + "/../ddp_sigterm.log";

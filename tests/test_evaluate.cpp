@@ -184,17 +184,18 @@ TEST(EvalScienceQA, ReferenceBinAdapterGivesSameOutputs) {
 TEST(EvalScienceQA, KilledMidwayThenResumedEqualsUninterrupted) {
   MOR_REQUIRE_TESTDATA();
   std::string dir = mor::test::scratch_dir("eval_resume");
-  // 400 rows: the sample test split twice, so a save happens at 200 and another at the end.
+  // 64 rows saved every 32 (--save_every; the reference's 200 would need 400 rows): a save happens at 32
+  // and another at the end.
   auto rows = read_ojson(sample_test_json());
-  ordered_json twice = rows;
-  for (auto& r : rows) twice.push_back(r);
-  mor::test::write_file(dir + "/test.json", twice.dump());
+  ordered_json some = ordered_json::array();
+  for (size_t i = 0; i < 64; ++i) some.push_back(rows.at(i % rows.size()));
+  mor::test::write_file(dir + "/test.json", some.dump());
   std::string args = "eval-scienceqa --test_dataset " + dir + "/test.json --base_model " + stories() +
-                     " --batch_size 8 --max_new_tokens 16 --dtype float32 --threads 1 --quiet --save_path ";
+                     " --batch_size 8 --max_new_tokens 16 --dtype float32 --threads 1 --quiet --save_every 32 --save_path ";
   auto full = mor::test::run_mor(args + dir + "/full.json");
   ASSERT_EQ(full.exit_code, 0) << full.err;
 
-  // Start the same run, kill it once the first 200 are saved, then resume.
+  // Start the same run, kill it once the first 32 are saved, then resume.
   std::string part = dir + "/part.json";
   pid_t pid = fork();
   if (pid == 0) {
@@ -212,7 +213,7 @@ TEST(EvalScienceQA, KilledMidwayThenResumedEqualsUninterrupted) {
   waitpid(pid, &status, 0);
   ASSERT_TRUE(saw_partial) << "the first save never appeared";
   auto partial = read_ojson(part);
-  ASSERT_EQ(partial["len"].get<int64_t>(), 200) << "the run finished before it could be killed";
+  ASSERT_EQ(partial["len"].get<int64_t>(), 32) << "the run finished before it could be killed";
   auto resumed = mor::test::run_mor(args + part + " --resume");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_EQ(mor::test::read_file(part), mor::test::read_file(dir + "/full.json"));

@@ -16,7 +16,7 @@ int mor::cmd_eval_scienceqa(int argc, char** argv) {
         add_opt(app, "test_dataset", o.test_dataset, "JSON list, .jsonl, .hf, .parquet or Hub dataset id (HF caches) with instruction, input, answer");
         add_opt(app, "base_model", o.base_model, "model directory (Hugging Face layout) or Hub id in the local cache");
         add_opt(app, "mola_weights", o.mola_weights, "adapter folder (ours or the reference's adapter_model.bin)");
-        add_opt(app, "save_path", o.save_path, "result file (written every 200 examples and at the end)");
+        add_opt(app, "save_path", o.save_path, "result file (written every --save_every examples and at the end)");
         add_allocation_flags(app, o.allocation);  // optional; must agree with the adapter folder
         add_routing_flags(app, o.routing);        // optional; overrides the recorded routing
         add_bool(app, "router_stats", o.router_stats,
@@ -27,6 +27,7 @@ int mor::cmd_eval_scienceqa(int argc, char** argv) {
         add_opt(app, "prompt_template_name", o.prompt_template, "alpaca or a JSON template file");
         add_bool(app, "resume", o.resume, "continue from the examples already in --save_path");
         add_opt(app, "limit", o.limit, "evaluate only the first N rows (0 = all)");
+        add_opt(app, "save_every", o.save_every, "rewrite --save_path after every N more examples (the reference: 200)");
         add_opt(app, "dtype", o.dtype, "auto|float32|bfloat16|float16");
         add_opt(app, "device", o.device, "cpu|cuda|cuda:N");
         add_opt(app, "threads", o.threads, "CPU threads (0 = all cores)");
