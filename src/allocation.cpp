@@ -5,6 +5,7 @@
 #include "config_sizes.h"
 
 #include "arch.h"
+#include "files.h"
 #include "routing.h"
 
 #include <algorithm>
@@ -332,6 +333,14 @@ Allocation Allocation::from_json(const nlohmann::json& j, const std::string& sou
     a.n_layer = j.at("num_hidden_layers").get<int64_t>();
     if (j.contains("model_type")) a.model_type = j.at("model_type").get<std::string>();  // absent in older files
     a.target_modules = j.at("target_modules").get<std::vector<std::string>>();
+    const auto& known = known_modules();
+    for (size_t i = 0; i < a.target_modules.size(); ++i) {
+      const std::string& m = a.target_modules[i];
+      if (std::find(known.begin(), known.end(), m) == known.end())
+        throw std::runtime_error("target_modules: unknown module '" + m + "' (known: " + join(known) + ")");
+      if (std::find(a.target_modules.begin(), a.target_modules.begin() + i, m) != a.target_modules.begin() + i)
+        throw std::runtime_error("target_modules: '" + m + "' given twice");
+    }
     a.lora_alpha = j.at("lora_alpha").get<double>();
     a.lora_dropout = j.at("lora_dropout").get<double>();
     if (a.n_layer < 1 || a.n_layer > 4096) throw std::runtime_error("num_hidden_layers " + std::to_string(a.n_layer) + " out of range");
