@@ -157,6 +157,18 @@ std::string join_ints(const std::vector<int64_t>& v, const std::string& sep) {
 
 const std::vector<std::string>& Allocation::known_modules() { return projection_names_all(); }
 
+namespace {
+// Appends a target module named by `where` (the flag or the file's key): a known name, given once.
+void add_target_module(std::vector<std::string>& modules, const std::string& m, const std::string& where) {
+  const auto& known = Allocation::known_modules();
+  if (std::find(known.begin(), known.end(), m) == known.end())
+    throw std::runtime_error(where + ": unknown module '" + m + "' (known: " + join(known) + ")");
+  if (std::find(modules.begin(), modules.end(), m) != modules.end())
+    throw std::runtime_error(where + ": '" + m + "' given twice");
+  modules.push_back(m);
+}
+}  // namespace
+
 std::string Allocation::module_path(int64_t il, const std::string& name) { return projection_module_path(il, name); }
 
 std::pair<int64_t, int64_t> Allocation::module_shape(const ModelConfig& cfg, const std::string& name) {
@@ -185,13 +197,7 @@ Allocation Allocation::from_flags(const ModelConfig& cfg, const std::string& tar
     m.erase(std::remove(m.begin(), m.end(), '\''), m.end());
     m.erase(std::remove(m.begin(), m.end(), '"'), m.end());
     m = trim(m);
-    const auto& known = known_modules();
-    if (std::find(known.begin(), known.end(), m) == known.end())
-      throw std::runtime_error("--lora_target_modules: unknown module '" + m +
-                               "' (known: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
-    if (std::find(a.target_modules.begin(), a.target_modules.end(), m) != a.target_modules.end())
-      throw std::runtime_error("--lora_target_modules: '" + m + "' given twice");
-    a.target_modules.push_back(m);
+    add_target_module(a.target_modules, m, "--lora_target_modules");
   }
   if (a.target_modules.empty()) throw std::runtime_error("--lora_target_modules: no modules given");
   auto experts = parse_flag("--number_experts", number_experts, cfg.n_layer, a.target_modules, false);
@@ -332,15 +338,8 @@ Allocation Allocation::from_json(const nlohmann::json& j, const std::string& sou
     if (j.value("format", "") != "mor-mola-allocation") throw std::runtime_error("not a mor allocation (format)");
     a.n_layer = j.at("num_hidden_layers").get<int64_t>();
     if (j.contains("model_type")) a.model_type = j.at("model_type").get<std::string>();  // absent in older files
-    a.target_modules = j.at("target_modules").get<std::vector<std::string>>();
-    const auto& known = known_modules();
-    for (size_t i = 0; i < a.target_modules.size(); ++i) {
-      const std::string& m = a.target_modules[i];
-      if (std::find(known.begin(), known.end(), m) == known.end())
-        throw std::runtime_error("target_modules: unknown module '" + m + "' (known: " + join(known) + ")");
-      if (std::find(a.target_modules.begin(), a.target_modules.begin() + i, m) != a.target_modules.begin() + i)
-        throw std::runtime_error("target_modules: '" + m + "' given twice");
-    }
+    for (const auto& m : j.at("target_modules").get<std::vector<std::string>>())
+      add_target_module(a.target_modules, m, "target_modules");
     a.lora_alpha = j.at("lora_alpha").get<double>();
     a.lora_dropout = j.at("lora_dropout").get<double>();
     if (a.n_layer < 1 || a.n_layer > 4096) throw std::runtime_error("num_hidden_layers " + std::to_string(a.n_layer) + " out of range");
