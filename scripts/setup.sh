@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets up mor on Debian 12: installs the packages that build it (Debian packages only), builds `mor` alone in
-# Release (tests and benchmarks are built by scripts/test.sh and `make -C build bench`), runs the main job on the
-# embedded default (`build/mor quickstart`, progress shown) unless --no-run is given, and then installs what
-# only the tests need (python3-torch, Chromium, the npm cross-checkers).
-#   bash scripts/setup.sh [--no-run] [--no-install] [--pick-blas]
+# Release, runs the main job on the embedded default (`build/mor quickstart`, progress shown) unless --no-run
+# is given, and then sets up the tests: installs what only they need (python3-torch, Chromium, the npm
+# cross-checkers) and builds them (`make all`: mor_tests, the sanitizer fuzz drivers) unless --no-tests is
+# given. Benchmarks: `make -C build bench`.
+#   bash scripts/setup.sh [--no-run] [--no-install] [--no-tests] [--pick-blas]
 # BLAS: Debian's LibTorch uses OpenBLAS for float32 matmuls (oneDNN for bfloat16). Measured on the idle
 # 2-core AMD EPYC machine with bench/blas_choice.sh (figures in README): libopenblas0-openmp, which shares
 # LibTorch's OpenMP pool, is as fast as libopenblas0-pthread or faster on every kernel and on a whole MoLA
@@ -13,11 +14,13 @@ cd "$(dirname "$0")/.."
 
 RUN=1
 INSTALL=1
+TESTS=1
 PICK_BLAS=0
 for a in "$@"; do
   case "$a" in
     --no-run) RUN=0 ;;
     --no-install) INSTALL=0 ;;
+    --no-tests) TESTS=0 ;;
     --pick-blas) PICK_BLAS=1 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
@@ -87,7 +90,14 @@ if [ "$RUN" = 1 ]; then
   build/mor quickstart
 fi
 
+if [ "$TESTS" = 0 ]; then
+  echo "setup.sh: done (--no-tests). Next: bash scripts/test.sh (builds and runs the tests)"
+  exit 0
+fi
 echo "setup.sh: installing what the tests need (python3-torch, Chromium, the npm checkers)"
 if [ "$INSTALL" = 1 ]; then install_test_deps; fi
 install_npm_checkers
-echo "setup.sh: done. Next: bash scripts/test.sh (builds and runs the tests), make -C build bench (benchmarks)"
+# After the first result (issue 15 allows it): the tests' build, so that scripts/test.sh mostly runs them.
+echo "setup.sh: building the tests (make all: mor_tests, the sanitizer fuzz drivers)"
+make -C build -j"$(nproc)"
+echo "setup.sh: done. Next: bash scripts/test.sh (runs the tests), make -C build bench (benchmarks)"

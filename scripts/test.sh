@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and runs every test (GoogleTest under CTest) of the Release build made by scripts/setup.sh:
-# the one test executable build/mor_tests (every tests/test_*.cpp) and the sanitizer fuzz builds.
+# Runs every test (GoogleTest under CTest) of the Release build made by scripts/setup.sh, building first
+# whatever is missing or out of date: the one test executable build/mor_tests (every tests/test_*.cpp; CTest
+# runs it once per suite, see tests/ctest_groups.cmake) and the sanitizer fuzz builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
