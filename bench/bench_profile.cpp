@@ -9,7 +9,8 @@
 //   casts/copies, allocation, dropout RNG, optimizer (anything under the optimizer step), and
 //   "outside ops" = wall time minus the top-level ops (C++ glue, dispatch; OpenMP barrier time is
 //   inside the ops, see the 1-vs-2-thread figure). Percentages are of the wall time of the same run.
-// Usage: bench_profile [--threads 2] [--what prefill,decode,train] [--reps 3] [--top 12]
+// Usage: bench_profile [--threads 2] [--what prefill,decode,train] [--reps 3] [--top 12] [--chains 0]
+// (--chains N: also the N costliest fill_/zero_/copy_ call chains, with their nearest enclosing ops)
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <cstdlib>
@@ -75,7 +76,18 @@ struct Profile {
   double wall_s = 0;
   std::map<std::string, double> cat_us;  // self time per category
   std::map<std::string, std::pair<double, int64_t>> op_us;  // self time and calls per op name
+  // Fills and copies by their enclosing ops ("SliceBackward0 > aten::zeros > aten::fill_ [4,256,2048]"):
+  // where the zero fills and casts come from.
+  std::map<std::string, std::pair<double, int64_t>> chain_us;
 };
+
+bool chained(const std::string& n) { return n == "aten::fill_" || n == "aten::zero_" || n == "aten::copy_"; }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+  return r + "]";
+}
 
 // Runs `f` once under the profiler and attributes every op's self time.
 Profile profile(const std::function<void()>& f) {
@@ -112,12 +124,32 @@ Profile profile(const std::function<void()>& f) {
         p.cat_us[category(name, o.ev->shapes(), o.opt)] += self;
         p.op_us[name].first += self;
         p.op_us[name].second += 1;
+        if (chained(name)) {
+          std::string c;
+          const size_t from = stack.size() > 4 ? stack.size() - 4 : 0;  // the nearest four ancestors
+          for (size_t i = from; i < stack.size(); ++i) c += std::string(stack[i].ev->name()) + " > ";
+          const auto shapes = o.ev->shapes();
+          c += name + " " + (shapes.empty() ? "[]" : shape_str(shapes[0]));
+          p.chain_us[c].first += self;
+          p.chain_us[c].second += 1;
+        }
       }
     }
   }
   p.cat_us["outside ops"] = std::max(0.0, p.wall_s * 1e6 - top_us);
   return p;
 }
+
+void print_chains(const Profile& p, int top) {
+  std::vector<std::pair<double, std::string>> cs;
+  for (const auto& [k, v] : p.chain_us) cs.push_back({v.first, k + " x" + std::to_string(v.second)});
+  std::sort(cs.rbegin(), cs.rend());
+  std::printf("  fills and copies by caller:\n");
+  for (int i = 0; i < top && i < static_cast<int>(cs.size()); ++i)
+    std::printf("    %8.2f ms  %s\n", cs[i].first / 1e3, cs[i].second.c_str());
+}
+
+int g_chains = 0;  // --chains N: print the top N fill/copy call chains
 
 void print_profile(const std::string& title, const Profile& p, int top) {
   std::printf("\n== %s: wall %.1f ms (under the profiler)\n", title.c_str(), p.wall_s * 1e3);
@@ -131,6 +163,7 @@ void print_profile(const std::string& title, const Profile& p, int top) {
   std::printf("  top ops by self time:\n");
   for (int i = 0; i < top && i < static_cast<int>(ops.size()); ++i)
     std::printf("    %-44s %9.2f ms  %5.1f%%\n", ops[i].second.c_str(), ops[i].first / 1e3, 100.0 * ops[i].first / (p.wall_s * 1e6));
+  if (g_chains > 0) print_chains(p, g_chains);
 }
 
 LlamaForCausalLM eval_model(bool adapters) {
@@ -238,6 +271,7 @@ int main(int argc, char** argv) {
     else if (a == "--what") what = argv[i + 1];
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
     else if (a == "--top") top = std::atoi(argv[i + 1]);
+    else if (a == "--chains") g_chains = std::atoi(argv[i + 1]);
   }
   set_threads(threads);
   std::printf("bench_profile: threads %d; categories are self time as %% of the wall time of one run (median of %d)\n",

@@ -1,8 +1,10 @@
-// Fused forward-only CPU kernels (see kernels.h). Rows are split across threads with at::parallel_for;
-// the inner loops work on float rows so the compiler vectorises them (one clone per ISA through
-// target_clones, chosen at load time), with a polynomial exp accurate to about 1 ulp of float32.
-// Rounding to the compute dtype happens exactly where the reference's ops round.
+// Fused CPU kernels (see kernels.h; the RMSNorm/RoPE row loops are in kernels_train.cpp). Rows are split
+// across threads with at::parallel_for; the inner loops work on float rows so the compiler vectorises
+// them (one clone per ISA through target_clones, chosen at load time), with a polynomial exp accurate
+// to about 1 ulp of float32. Rounding to the compute dtype happens exactly where the reference's ops round.
 #include "kernels.h"
+
+#include "kernels_rows.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -17,13 +19,37 @@
 
 namespace mor {
 
+namespace kern {
+
+MOR_CLONES float sum_squares(const float* x, int64_t n) {
+  float acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int k = 0; k < 16; ++k) acc[k] += x[j + k] * x[j + k];
+  float s = 0;
+  for (; j < n; ++j) s += x[j] * x[j];
+  for (int k = 0; k < 16; ++k) s += acc[k];
+  return s;
+}
+
+void check_kernel_dtype(const torch::Tensor& x, const char* what) {
+  if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
+    throw std::runtime_error(std::string(what) + ": fused kernel needs float32 or bfloat16, got " +
+                             c10::toString(x.scalar_type()));
+  if (!x.device().is_cpu()) throw std::runtime_error(std::string(what) + ": fused kernel is CPU only");
+}
+
+}  // namespace kern
+
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MOR_CLONES
-#endif
+// (using-declarations, not a directive: a unity build shares this anonymous namespace with other files)
+using kern::check_kernel_dtype;
+using kern::from_f;
+using kern::load_row;
+using kern::rnd;
+using kern::store_row;
+using kern::to_f;
 
 // exp(x) for float32 in [-87, 88] (0 below -87, clamped above): 2^(x log2 e) split into an integer
 // power (built in the exponent bits) and 2^f, |f| <= 1/2, by its degree-7 Taylor polynomial
@@ -48,42 +74,6 @@ inline float fast_exp(float x) {
   std::memcpy(&scale, &bits, sizeof scale);
   return under ? 0.0f : p * scale;
 }
-
-// Rounds a float32 value to bfloat16 and back (round to nearest even, NaN kept), vectorisable.
-inline float round_bf16(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, sizeof u);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  const uint32_t out = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u | 0x00400000u) & 0xFFFF0000u : rounded;
-  float r;
-  std::memcpy(&r, &out, sizeof r);
-  return r;
-}
-
-template <typename T>
-inline float to_f(T v) { return static_cast<float>(v); }
-inline float to_f(c10::BFloat16 v) {
-  const uint32_t u = static_cast<uint32_t>(v.x) << 16;
-  float r;
-  std::memcpy(&r, &u, sizeof r);
-  return r;
-}
-template <typename T>
-inline T from_f(float v) { return static_cast<T>(v); }
-template <>
-inline c10::BFloat16 from_f<c10::BFloat16>(float v) {
-  const float r = round_bf16(v);
-  uint32_t u;
-  std::memcpy(&u, &r, sizeof u);
-  c10::BFloat16 b;
-  b.x = static_cast<uint16_t>(u >> 16);
-  return b;
-}
-// The value the reference holds after an op whose result is stored in T.
-template <typename T>
-inline float rnd(float v) { return v; }
-template <>
-inline float rnd<c10::BFloat16>(float v) { return round_bf16(v); }
 
 // ---- float row loops (cloned per ISA) ----
 
@@ -113,27 +103,6 @@ MOR_CLONES float row_max(const float* x, int64_t n) {
   for (; j < n; ++j) r = x[j] > r ? x[j] : r;
   for (int k = 0; k < 16; ++k) r = m[k] > r ? m[k] : r;
   return r;
-}
-
-MOR_CLONES float sum_squares(const float* x, int64_t n) {
-  float acc[16] = {0};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int k = 0; k < 16; ++k) acc[k] += x[j + k] * x[j + k];
-  float s = 0;
-  for (; j < n; ++j) s += x[j] * x[j];
-  for (int k = 0; k < 16; ++k) s += acc[k];
-  return s;
-}
-
-// Loads n values of T into float (bf16: a shift).
-template <typename T>
-inline void load_row(const T* src, float* dst, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) dst[j] = to_f(src[j]);
-}
-template <typename T>
-inline void store_row(const float* src, T* dst, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) dst[j] = from_f<T>(src[j]);
 }
 
 double finfo_lowest(torch::ScalarType dt) {
@@ -222,57 +191,6 @@ void attention_probs_backward_impl(const torch::Tensor& grad, const float* p32, 
 }
 
 template <typename T>
-void rms_norm_impl(const torch::Tensor& x, const torch::Tensor& weight, double eps, torch::Tensor& out) {
-  const int64_t C = x.size(-1), rows = x.numel() / C;
-  const T* xp = x.data_ptr<T>();
-  T* op = out.data_ptr<T>();
-  std::vector<float> w(C);
-  load_row(weight.data_ptr<T>(), w.data(), C);
-  const float feps = static_cast<float>(eps);
-  at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / C), [&](int64_t r0, int64_t r1) {
-    std::vector<float> buf(C);
-    for (int64_t r = r0; r < r1; ++r) {
-      float* h = buf.data();
-      load_row(xp + r * C, h, C);
-      const float var = sum_squares(h, C) / static_cast<float>(C);
-      const float inv = 1.0f / std::sqrt(var + feps);
-      for (int64_t j = 0; j < C; ++j) h[j] = rnd<T>(w[j] * rnd<T>(h[j] * inv));
-      store_row(h, op + r * C, C);
-    }
-  });
-}
-
-template <typename T>
-void rope_impl(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& out) {
-  const int64_t B = x.size(0), Tn = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  const T* xp = x.data_ptr<T>();
-  T* op = out.data_ptr<T>();
-  const T* cp = cos.data_ptr<T>();
-  const T* sp = sin.data_ptr<T>();
-  const int64_t cb = cos.stride(0), ct = cos.stride(1), sb = sin.stride(0), st = sin.stride(1);
-  at::parallel_for(0, B * Tn, std::max<int64_t>(1, 4096 / (H * D)), [&](int64_t p0, int64_t p1) {
-    std::vector<float> c(half), s(half), x1(half), x2(half);
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b = p / Tn, t = p % Tn;
-      load_row(cp + b * cb + t * ct, c.data(), half);
-      load_row(sp + b * sb + t * st, s.data(), half);
-      for (int64_t h = 0; h < H; ++h) {
-        const T* xr = xp + (p * H + h) * D;
-        T* orow = op + (p * H + h) * D;
-        load_row(xr, x1.data(), half);
-        load_row(xr + half, x2.data(), half);
-        for (int64_t j = 0; j < half; ++j) {
-          const float a = rnd<T>(rnd<T>(x1[j] * c[j]) - rnd<T>(x2[j] * s[j]));
-          const float bb = rnd<T>(rnd<T>(x2[j] * c[j]) + rnd<T>(x1[j] * s[j]));
-          orow[j] = from_f<T>(a);
-          orow[half + j] = from_f<T>(bb);
-        }
-      }
-    }
-  });
-}
-
-template <typename T>
 void route_gate_impl(torch::Tensor& h, int64_t E, int64_t K, const std::vector<int64_t>& col_expert) {
   const int64_t N = h.size(0), W = h.size(1), R = W - E;
   T* base = h.data_ptr<T>();
@@ -305,13 +223,6 @@ void route_gate_impl(torch::Tensor& h, int64_t E, int64_t K, const std::vector<i
       for (int64_t j = 0; j < R; ++j) a[j] = from_f<T>(to_f(a[j]) * gate[col_expert[j]]);
     }
   });
-}
-
-void check_kernel_dtype(const torch::Tensor& x, const char* what) {
-  if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
-    throw std::runtime_error(std::string(what) + ": fused kernel needs float32 or bfloat16, got " +
-                             c10::toString(x.scalar_type()));
-  if (!x.device().is_cpu()) throw std::runtime_error(std::string(what) + ": fused kernel is CPU only");
 }
 
 }  // namespace
@@ -393,8 +304,7 @@ torch::Tensor rms_norm_fused(const torch::Tensor& x_in, const torch::Tensor& wei
   auto x = x_in.contiguous();
   auto w = weight.contiguous();
   auto out = torch::empty_like(x);
-  if (x.scalar_type() == torch::kBFloat16) rms_norm_impl<c10::BFloat16>(x, w, eps, out);
-  else rms_norm_impl<float>(x, w, eps, out);
+  kern::rms_norm_rows(x, w, eps, out, nullptr);
   return out;
 }
 
@@ -409,8 +319,7 @@ torch::Tensor apply_rope_fused(const torch::Tensor& x_in, const torch::Tensor& c
   if (c.stride(2) != 1) c = c.contiguous();
   if (s.stride(2) != 1) s = s.contiguous();
   auto out = torch::empty_like(x);
-  if (x.scalar_type() == torch::kBFloat16) rope_impl<c10::BFloat16>(x, c, s, out);
-  else rope_impl<float>(x, c, s, out);
+  kern::rope_rows(x, c, s, 1.0f, out);
   return out;
 }
 

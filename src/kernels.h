@@ -2,7 +2,7 @@
 // as silu + in-place mul) and the MoLA routing of inference, each beside the op sequence it replaces
 // as its pure reference, with the same rounding points (values are rounded to the compute dtype wherever the
 // reference's ops round them; float32 math in between). Used when nothing needs a gradient (eval,
-// scoring, generation); training keeps the autograd ops.
+// scoring, generation); training uses the autograd versions at the end and in kernels_train.h.
 // Shapes: B batch, H heads, T queries, S keys, D head dim, C hidden, N tokens, E experts, R ranks.
 #pragma once
 #include "torch_api.h"

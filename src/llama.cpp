@@ -16,6 +16,7 @@
 #include "arch.h"
 #include "files.h"
 #include "kernels.h"
+#include "kernels_train.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;
@@ -66,9 +67,11 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::Dtype dtype, torch::De
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  // Inference (eval mode, no gradient): one pass. Training mode keeps the ops, so gradient
-  // checkpointing's graph-free first pass rounds exactly like its recomputation.
+  // Inference (eval mode, no gradient): one pass. Training mode: the autograd kernel whether or not
+  // a gradient is wanted, so gradient checkpointing's graph-free first pass rounds exactly like its
+  // recomputation (and the op path below for MOR_FUSED=0 and float64).
   if (!is_training() && fused_ok(x, weight)) return rms_norm_fused(x, weight, eps);
+  if (kernel_ok(x) && weight.scalar_type() == x.scalar_type()) return rms_norm_train(x, weight, eps);
   // Same ops as the reference; for float32 input the casts are no-ops (no copies).
   auto h = x.scalar_type() == norm_dtype(x) ? x : x.to(norm_dtype(x));
   auto inv = torch::rsqrt(h.square().mean(-1, /*keepdim=*/true).add_(eps));
@@ -173,13 +176,18 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = cfg.n_head, Hkv = cfg.n_head_kv, D = cfg.head_dim(), G = H / Hkv;
   // Inference (eval mode, nothing needs a gradient): the fused kernels of kernels.h, same rounding
-  // points; training mode: the autograd kernels for the softmax, the ops elsewhere.
+  // points; training mode: the autograd kernels (kernels_train.h, and the softmax's in kernels.h).
   const bool infer = !is_training();
-  auto rope = [&](const torch::Tensor& t) {
-    return infer && fused_ok(t) ? apply_rope_fused(t, ctx.cos, ctx.sin) : apply_rope(t, ctx.cos, ctx.sin);
+  auto rope = [&](const torch::Tensor& t) {  // t [B, T, h, D] -> [B, h, T, D]
+    if (infer && fused_ok(t)) return apply_rope_fused(t, ctx.cos, ctx.sin).transpose(1, 2);
+    // the training kernel writes the attention layout itself (q/k then need no copy for the GEMMs)
+    if (kernel_ok(t) && ctx.cos.scalar_type() == t.scalar_type() && !ctx.cos.requires_grad() &&
+        !ctx.sin.requires_grad())
+      return apply_rope_train(t, ctx.cos, ctx.sin);
+    return apply_rope(t, ctx.cos, ctx.sin).transpose(1, 2);
   };
-  auto q = rope(q_proj->forward(x, rl).view({B, T, H, D}));
-  auto k = rope(k_proj->forward(x, rl).view({B, T, Hkv, D})).transpose(1, 2);  // [B,Hkv,T,D]
+  auto q = rope(q_proj->forward(x, rl).view({B, T, H, D}));                   // [B,H,T,D]
+  auto k = rope(k_proj->forward(x, rl).view({B, T, Hkv, D}));                 // [B,Hkv,T,D]
   auto v = v_proj->forward(x, rl).view({B, T, Hkv, D}).transpose(1, 2);
   torch::Tensor K = k, V = v;
   if (cache) {
@@ -194,7 +202,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   const int64_t S = K.size(2);
   // Query heads h = kv*G + g share kv head `kv` (HF repeat_kv order): group them along the row axis
   // so k/v are never repeated: [B, Hkv, G*T, D] x [B, Hkv, D, S].
-  auto qg = q.transpose(1, 2).reshape({B, Hkv, G * T, D});
+  auto qg = q.reshape({B, Hkv, G * T, D});
   auto scores = torch::matmul(qg, K.transpose(2, 3));
   torch::Tensor probs;
   if (infer && fused_ok(scores) && scores.scalar_type() == x.scalar_type()) {

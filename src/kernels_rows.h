@@ -1,0 +1,83 @@
+// Internal to the fused kernels (kernels.cpp, kernels_train.cpp): float32 row helpers with the
+// compute dtype's rounding points (bf16 round-to-nearest-even, vectorisable bit tricks), the ISA clone
+// macro, and the RMSNorm/RoPE row kernels both files call. Not a public API: include kernels.h or
+// kernels_train.h instead. Shapes: N rows, C hidden, B batch, T tokens, H heads, D head dim.
+#pragma once
+#include "torch_api.h"
+
+#include <cstdint>
+#include <cstring>
+
+namespace mor::kern {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MOR_CLONES
+#endif
+
+// Rounds a float32 value to bfloat16 and back (round to nearest even, NaN kept), vectorisable.
+inline float round_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  const uint32_t out = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u | 0x00400000u) & 0xFFFF0000u : rounded;
+  float r;
+  std::memcpy(&r, &out, sizeof r);
+  return r;
+}
+
+template <typename T>
+inline float to_f(T v) { return static_cast<float>(v); }
+inline float to_f(c10::BFloat16 v) {
+  const uint32_t u = static_cast<uint32_t>(v.x) << 16;
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+template <typename T>
+inline T from_f(float v) { return static_cast<T>(v); }
+template <>
+inline c10::BFloat16 from_f<c10::BFloat16>(float v) {
+  const float r = round_bf16(v);
+  uint32_t u;
+  std::memcpy(&u, &r, sizeof u);
+  c10::BFloat16 b;
+  b.x = static_cast<uint16_t>(u >> 16);
+  return b;
+}
+// The value the reference holds after an op whose result is stored in T.
+template <typename T>
+inline float rnd(float v) { return v; }
+template <>
+inline float rnd<c10::BFloat16>(float v) { return round_bf16(v); }
+// The same chosen at run time, for the cloned float loops (the branch is hoisted out of the loop).
+inline float rnd_if(float v, bool bf16) { return bf16 ? round_bf16(v) : v; }
+
+// Loads n values of T into float (bf16: a shift).
+template <typename T>
+inline void load_row(const T* src, float* dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = to_f(src[j]);
+}
+template <typename T>
+inline void store_row(const float* src, T* dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = from_f<T>(src[j]);
+}
+
+// Throws unless x is a CPU float32/bfloat16 tensor; `what` names the kernel in the message.
+void check_kernel_dtype(const torch::Tensor& x, const char* what);
+
+// sum of x[j]^2 in float32 (16 partial sums, so it vectorises without -ffast-math).
+float sum_squares(const float* x, int64_t n);
+
+// RMSNorm of x [N, C] (contiguous) with weight [C] (x's dtype) into out [N, C]; inv_rms [N] gets
+// rsqrt(mean(x^2) + eps) per row when non-null (what the backward needs besides x).
+void rms_norm_rows(const torch::Tensor& x, const torch::Tensor& weight, double eps, torch::Tensor& out, float* inv_rms);
+
+// Rotate-half RoPE with sin scaled by sin_sign (+1 forward; -1 is the transpose, i.e. the backward):
+// x and out are [B, T, H, D] with any strides but a unit last one; cos/sin [B, T, D] (unit last
+// stride, only the first D/2 read: the halves are equal).
+void rope_rows(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, float sin_sign,
+               torch::Tensor& out);
+
+}  // namespace mor::kern
