@@ -3,7 +3,7 @@
 // top-2; and one training step of the hidden-2048 x 6-layer model (4 x 256 tokens, bf16) base-only and
 // MoLA 2,2,4,4,6,8 top-2 with dropout 0.05. Each op's self time (its time minus its children's) goes
 // to one category, chosen from its name and input shapes:
-//   base GEMM (mm/addmm with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
+//   base GEMM (mm/addmm/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
 //   softmax over > 16 columns, mask fill, fused attention kernels), logits/loss (GEMMs with a vocab
 //   dim, log_softmax, nll), routing (topk, scatter, softmax over <= 16 columns), norms/elementwise,
 //   casts/copies, allocation, dropout RNG, optimizer (anything under the optimizer step), and
@@ -47,6 +47,12 @@ std::string category(const std::string& n, const std::vector<std::vector<int64_t
       if (a[0] == kVocab || a[1] == kVocab || b[1] == kVocab) return "logits/loss";
       if (a[1] <= 128 || b[1] <= 128) return "adapter GEMM";
     }
+    return "base GEMM";
+  }
+  if (n == "mor::gemv") {  // gemv.h: x [M, K], W [N, K]
+    auto x = dims_of(0), w = dims_of(1);
+    if (w.size() == 2 && w[0] == kVocab) return "logits/loss";
+    if (x.size() == 2 && w.size() == 2 && (x[1] <= 128 || w[0] <= 128)) return "adapter GEMM";
     return "base GEMM";
   }
   if (n == "aten::bmm" || n == "aten::baddbmm" || has(n, "mor::attn") || has(n, "SoftmaxBackward") || n == "aten::masked_fill_" ||

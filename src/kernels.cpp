@@ -3,6 +3,7 @@
 // them (one clone per ISA through target_clones, chosen at load time), with a polynomial exp accurate
 // to about 1 ulp of float32. Rounding to the compute dtype happens exactly where the reference's ops round.
 #include "kernels.h"
+#include "gemv.h"
 
 #include "kernels_rows.h"
 
@@ -357,11 +358,12 @@ torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& we
     else c.bs = (lora_B * torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(x.device())).to(dt);
     c.key = key;
   }
-  auto h = torch::mm(x, c.ra.t());  // [N, E + R]
+  auto h = linear_nograd(x, c.ra);  // [N, E + R]; gemv.h's kernel for decode rows, else mm
   route_gate_(h, E, top_k, c.col_expert);
-  // A contiguous copy of the gated activations: a strided bf16 mat1 leaves oneDNN for a slow loop.
-  // In place: addmm(self, ...) would first copy the [N, O] base product.
-  auto y = torch::mm(x, weight.t()).addmm_(h.narrow(1, E, R).contiguous(), c.bs.t());
+  // In place: addmm(self, ...) would first copy the [N, O] base product (a strided bf16 mat1 is
+  // copied contiguous on the addmm_ path: it leaves oneDNN for a slow loop).
+  auto y = linear_nograd(x, weight);
+  addmm_nograd_(y, h.narrow(1, E, R), c.bs);
   if (router_logits_out) *router_logits_out = h.narrow(1, 0, E);
   return y;
 }

@@ -15,6 +15,7 @@
 
 #include "arch.h"
 #include "files.h"
+#include "gemv.h"
 #include "kernels.h"
 #include "kernels_train.h"
 #include "safetensors.h"
@@ -337,7 +338,9 @@ const torch::Tensor& LlamaForCausalLMImpl::lm_head_weight() const {
 }
 
 torch::Tensor LlamaForCausalLMImpl::logits_from_hidden(const torch::Tensor& hidden) {
-  return torch::matmul(hidden, lm_head_weight().t()).to(torch::kFloat32);
+  // Inference: gemv.h's skinny kernel for decode rows (same bf16 rounding point), else the matmul.
+  auto y = !is_training() ? linear_nograd(hidden, lm_head_weight()) : torch::matmul(hidden, lm_head_weight().t());
+  return y.to(torch::kFloat32);
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward(const ForwardArgs& a) {

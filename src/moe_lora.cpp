@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "gemv.h"
 #include "kernels.h"
 
 #include <cmath>
@@ -298,7 +299,11 @@ void MolaLinearImpl::set_routing(const std::string& router_kind, double top_p, d
 }
 
 torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* router_logits) {
-  if (!has_adapter()) return bias.defined() ? torch::matmul(x, weight.t()).add_(bias) : torch::matmul(x, weight.t());
+  if (!has_adapter()) {
+    // Inference: the skinny bf16 kernel of gemv.h where it applies (decode), else the same matmul.
+    auto y = !is_training() ? linear_nograd(x, weight) : torch::matmul(x, weight.t());
+    return bias.defined() ? y.add_(bias) : y;
+  }
   auto shape = x.sizes().vec();
   auto x2 = x.reshape({-1, in_features});
   torch::Tensor xd, logits, y;

@@ -1,0 +1,68 @@
+// Skinny bf16 GEMM y = x W^T at the decode shapes of bench_eval's model (hidden 1024, kv 256,
+// intermediate 2816, vocab 32000), M = 1..8 rows: torch::mm (oneDNN) against gemv_bf16 (gemv.h),
+// interleaved in rounds on the same cold-ish weights; prints the weight-read GB/s of each and the
+// mm/gemv time ratio as medians with the per-round values.
+// Usage: bench_gemv [--threads 2] [--rounds 7] [--ms 1,2,4,8]
+#include <cstdlib>
+#include <map>
+#include <sstream>
+
+#include "bench_common.h"
+#include "cli.h"
+#include "gemv.h"
+
+using namespace mor;
+using bench::Clock;
+using bench::seconds_since;
+
+int main(int argc, char** argv) {
+  int threads = 2, rounds = 7;
+  std::string ms_flag = "1,2,4,8";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--threads") threads = std::atoi(argv[i + 1]);
+    else if (a == "--rounds") rounds = std::atoi(argv[i + 1]);
+    else if (a == "--ms") ms_flag = argv[i + 1];
+  }
+  set_threads(threads);
+  torch::NoGradGuard ng;
+  std::vector<int64_t> ms;
+  {
+    std::stringstream ss(ms_flag);
+    for (std::string t; std::getline(ss, t, ',');) ms.push_back(std::atoll(t.c_str()));
+  }
+  // [K, N] of q/o, k/v, gate/up, down, lm_head; several copies of each so a pass reads past the caches.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1024, 1024}, {1024, 256}, {1024, 2816}, {2816, 1024}, {1024, 32000}};
+  const int copies = 8;
+  std::map<std::pair<int64_t, int64_t>, std::vector<torch::Tensor>> ws;
+  for (auto s : shapes)
+    for (int c = 0; c < copies; ++c) ws[s].push_back(torch::randn({s.second, s.first}).mul_(0.02).to(torch::kBFloat16));
+  std::printf("bench_gemv: threads %d, %d rounds, %d weight copies per shape; kernel %s\n", torch::get_num_threads(),
+              rounds, copies, gemv_ok(torch::zeros({1, 64}, torch::kBFloat16), ws[shapes[0]][0].narrow(1, 0, 64).contiguous()) ? "on" : "OFF");
+  std::map<std::string, std::vector<double>> s;
+  for (int r = -1; r < rounds; ++r)
+    for (int64_t M : ms)
+      for (auto sh : shapes) {
+        auto x = torch::randn({M, sh.first}).to(torch::kBFloat16);
+        double t_mm = 0, t_gv = 0;
+        for (int pass = 0; pass < 2; ++pass) {  // mm, gemv, alternating
+          for (int which : {0, 1}) {
+            auto t = Clock::now();
+            for (auto& w : ws[sh]) {
+              auto y = which == 0 ? torch::mm(x, w.t()) : gemv_bf16(x, w);
+            }
+            (which == 0 ? t_mm : t_gv) += seconds_since(t);
+          }
+        }
+        if (r < 0) continue;
+        const double bytes = 2.0 * copies * 2.0 * sh.first * sh.second;
+        char key[96];
+        std::snprintf(key, sizeof key, "M=%lld K=%lld N=%lld", (long long)M, (long long)sh.first, (long long)sh.second);
+        s[std::string(key) + " mm GB/s"].push_back(bytes / t_mm / 1e9);
+        s[std::string(key) + " gemv GB/s"].push_back(bytes / t_gv / 1e9);
+        s[std::string(key) + " mm/gemv time"].push_back(t_mm / t_gv);
+      }
+  std::printf("read bandwidth %.1f GB/s\n", bench::read_bandwidth() / 1e9);
+  for (const auto& [k, v] : s) bench::print_row(k, v, "");
+  return 0;
+}

@@ -1,0 +1,212 @@
+// Skinny bf16 GEMM (see gemv.h): each task streams a slice of W's rows once, NR rows at a time,
+// against all M activation rows held in L1, with vdpbf16ps (pairs of bf16 products into float32
+// lanes); lanes are summed at the end of a row and rounded once to bf16. oneDNN's bf16 GEMM reaches
+// about half the read bandwidth at M = 1 (bench_eval), this about what a plain read does.
+#include "gemv.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12's AVX-512 headers pass an intentionally undefined register to the shuffles' masked
+// builtins, which -Wuninitialized reports at every inlining site.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#define MOR_HAVE_BF16_KERNEL 1
+#define MOR_BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
+#else
+#define MOR_HAVE_BF16_KERNEL 0
+#endif
+
+namespace mor {
+
+namespace {
+
+bool cpu_has_avx512bf16() {
+#if MOR_HAVE_BF16_KERNEL
+  static const bool ok = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+#if MOR_HAVE_BF16_KERNEL
+
+// Sum of the 16 lanes by halving swaps.
+MOR_BF16_TARGET inline float lane_sum(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));  // 256-bit halves
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));  // 128-bit quarters
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));        // 64-bit pairs
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));        // neighbours
+  return _mm512_cvtss_f32(v);
+}
+
+// Elements ahead of the loads that W's rows are prefetched (a prefetch past the row's end is harmless).
+constexpr int64_t kPrefetch = 1024;
+
+// Dot products of MR rows of x (row stride ldx) with NR consecutive rows of w (length K, row
+// stride K): dot[m][n]. The K tail is loaded masked (zeros contribute nothing).
+template <int MR, int NR>
+MOR_BF16_TARGET inline void dot_block(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t K,
+                                      float dot[MR][NR]) {
+  __m512 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512i wv[NR];
+    for (int n = 0; n < NR; ++n) {
+      wv[n] = _mm512_loadu_si512(w + n * K + k);
+      _mm_prefetch(reinterpret_cast<const char*>(w + n * K + k + kPrefetch), _MM_HINT_T0);
+    }
+    for (int m = 0; m < MR; ++m) {
+      const __m512i xv = _mm512_loadu_si512(x + m * ldx + k);
+      for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)xv, (__m512bh)wv[n]);
+    }
+  }
+  if (k < K) {
+    const __mmask32 mk = static_cast<__mmask32>((1ull << (K - k)) - 1);
+    __m512i wv[NR];
+    for (int n = 0; n < NR; ++n) wv[n] = _mm512_maskz_loadu_epi16(mk, w + n * K + k);
+    for (int m = 0; m < MR; ++m) {
+      const __m512i xv = _mm512_maskz_loadu_epi16(mk, x + m * ldx + k);
+      for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)xv, (__m512bh)wv[n]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) dot[m][n] = lane_sum(acc[m][n]);
+}
+
+struct GemvArgs {
+  const uint16_t* x;
+  int64_t ldx, K, N;
+  const uint16_t* w;
+  c10::BFloat16* y;  // [M, N] contiguous; read first when accumulate
+  bool accumulate;
+};
+
+// W rows [n0, n1) for all MR rows of x: blocks of NR rows, then single rows for the remainder.
+template <int MR, int NR>
+MOR_BF16_TARGET void gemv_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
+  auto store = [&](int64_t n, int cnt, const float* d, int stride) {
+    for (int m = 0; m < MR; ++m)
+      for (int j = 0; j < cnt; ++j) {
+        c10::BFloat16& out = a.y[m * a.N + n + j];
+        const float v = a.accumulate ? static_cast<float>(out) + d[m * stride + j] : d[m * stride + j];
+        out = c10::BFloat16(v);  // round to nearest even, as the mm's bf16 output
+      }
+  };
+  int64_t n = n0;
+  for (; n + NR <= n1; n += NR) {
+    float d[MR][NR];
+    dot_block<MR, NR>(a.x, a.ldx, a.w + n * a.K, a.K, d);
+    store(n, NR, &d[0][0], NR);
+  }
+  for (; n < n1; ++n) {
+    float d[MR][1];
+    dot_block<MR, 1>(a.x, a.ldx, a.w + n * a.K, a.K, d);
+    store(n, 1, &d[0][0], 1);
+  }
+}
+
+// Up to 16 accumulators: 4 W rows in flight for M <= 4, 2 above.
+template <int MR>
+void gemv_parallel(const GemvArgs& a) {
+  constexpr int NR = MR <= 4 ? 4 : 2;
+  const int64_t blocks = (a.N + NR - 1) / NR;
+  // Parallel only from ~64 KiB of weights on: below it a fork costs about what the work does.
+  const int64_t grain = std::max<int64_t>(1, (64 << 10) / (2 * a.K * NR));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    gemv_rows<MR, NR>(a, b0 * NR, std::min(a.N, b1 * NR));
+  });
+}
+
+void gemv_dispatch(const GemvArgs& a, int64_t M) {
+  switch (M) {
+    case 1: return gemv_parallel<1>(a);
+    case 2: return gemv_parallel<2>(a);
+    case 3: return gemv_parallel<3>(a);
+    case 4: return gemv_parallel<4>(a);
+    case 5: return gemv_parallel<5>(a);
+    case 6: return gemv_parallel<6>(a);
+    case 7: return gemv_parallel<7>(a);
+    case 8: return gemv_parallel<8>(a);
+    default: throw std::runtime_error("gemv_bf16: " + std::to_string(M) + " rows (at most 8)");
+  }
+}
+
+#endif  // MOR_HAVE_BF16_KERNEL
+
+}  // namespace
+
+bool gemv_ok(const torch::Tensor& x, const torch::Tensor& w) {
+  return cpu_has_avx512bf16() && fused_ok(x, w) && x.scalar_type() == torch::kBFloat16 && x.dim() == 2 &&
+         w.dim() == 2 && x.size(0) >= 1 && x.size(0) <= kGemvMaxRows && x.size(1) == w.size(1) && x.size(1) > 0 &&
+         (x.size(0) == 1 || x.stride(0) >= x.size(1)) && x.stride(1) == 1 && w.is_contiguous();
+}
+
+torch::Tensor gemv_bf16(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor acc) {
+  RECORD_FUNCTION("mor::gemv", std::vector<c10::IValue>({x, w}));
+  if (!gemv_ok(x, w))
+    throw std::runtime_error("gemv_bf16: needs bf16 CPU x [M <= 8, K] (unit column stride) and contiguous W [N, K] "
+                             "on an AVX512-BF16 CPU with the fused kernels on");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  if (acc.defined()) {
+    if (acc.scalar_type() != torch::kBFloat16 || acc.sizes() != torch::IntArrayRef({M, N}) || !acc.is_contiguous())
+      throw std::runtime_error("gemv_bf16: acc must be a contiguous bf16 [" + std::to_string(M) + ", " +
+                               std::to_string(N) + "] tensor");
+  }
+  torch::Tensor y = acc.defined() ? acc : torch::empty({M, N}, w.options());
+#if MOR_HAVE_BF16_KERNEL
+  GemvArgs a{reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>()),
+             M == 1 ? K : x.stride(0),
+             K,
+             N,
+             reinterpret_cast<const uint16_t*>(w.data_ptr<c10::BFloat16>()),
+             y.data_ptr<c10::BFloat16>(),
+             acc.defined()};
+  gemv_dispatch(a, M);
+#endif
+  return y;
+}
+
+torch::Tensor gemv_bf16_reference(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& acc) {
+  auto d = torch::mm(x.to(torch::kFloat32), w.to(torch::kFloat32).t());  // bf16 products are exact in float32
+  if (acc.defined()) d = d + acc.to(torch::kFloat32);
+  return d.to(torch::kBFloat16);
+}
+
+bool gemv_pays(int64_t M, int64_t N, int64_t K) { return M <= 4 || N * K <= (int64_t(1) << 20); }
+
+torch::Tensor linear_nograd(const torch::Tensor& x, const torch::Tensor& w) {
+  const int64_t K = x.size(-1);
+  const int64_t rows = K > 0 ? x.numel() / K : 0;
+  if (rows >= 1 && rows <= kGemvMaxRows && w.dim() == 2 && gemv_pays(rows, w.size(0), K)) {
+    auto x2 = x.reshape({rows, K});
+    if (gemv_ok(x2, w)) {
+      auto shape = x.sizes().vec();
+      shape.back() = w.size(0);
+      return gemv_bf16(x2, w).view(shape);
+    }
+  }
+  return torch::matmul(x, w.t());
+}
+
+torch::Tensor& addmm_nograd_(torch::Tensor& acc, const torch::Tensor& x, const torch::Tensor& w) {
+  if (acc.is_contiguous() && acc.scalar_type() == torch::kBFloat16 && gemv_ok(x, w) &&
+      gemv_pays(x.size(0), w.size(0), x.size(1)))
+    gemv_bf16(x, w, acc);
+  else acc.addmm_(x.is_contiguous() ? x : x.contiguous(), w.t());
+  return acc;
+}
+
+}  // namespace mor

@@ -1,0 +1,38 @@
+// Skinny bf16 GEMM for inference (decode): y[M, N] = x[M, K] W[N, K]^T with M <= 8 rows, float32
+// accumulation and one rounding to bf16 at the end (where torch::mm rounds), by AVX512-BF16 dot
+// products streamed over W's rows; plus the reference and the dispatch that falls back to torch::mm.
+// Shapes: M rows of activations (tokens), K input features, N output features (W's rows).
+#pragma once
+#include "torch_api.h"
+
+#include <cstdint>
+
+namespace mor {
+
+// Most activation rows the kernel takes; above it a GEMM is compute-bound and oneDNN wins.
+constexpr int64_t kGemvMaxRows = 8;
+
+// Whether gemv_bf16 runs the kernel for these operands: fused kernels enabled (kernels.h), the CPU
+// has AVX512-BF16, no gradient wanted, x [M, K] (M <= kGemvMaxRows, unit column stride) and W [N, K]
+// contiguous, both bf16 on the CPU.
+bool gemv_ok(const torch::Tensor& x, const torch::Tensor& w);
+
+// y = x W^T as a new bf16 [M, N] tensor; acc (when defined, [M, N] bf16 contiguous) is instead
+// updated in place, acc = bf16(acc + x W^T), as addmm_ rounds, and returned. Throws unless gemv_ok.
+torch::Tensor gemv_bf16(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor acc = {});
+
+// The reference: float32 products of the bf16 values summed in float32, rounded once to bf16.
+torch::Tensor gemv_bf16_reference(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& acc = {});
+
+// Where the kernel measured faster than torch::mm (bench_gemv, 2 threads): up to 4 rows always
+// (1.3-6x at M = 1), up to 8 rows for weights of at most 2^20 elements (q/k/v/o, the adapters);
+// oneDNN keeps 8 rows against the MLP and the vocabulary, where it is within 20% of the bandwidth.
+bool gemv_pays(int64_t M, int64_t N, int64_t K);
+
+// x [..., K] W^T for inference call sites: the kernel where gemv_ok and gemv_pays hold for x
+// flattened to [rows, K], else torch::matmul. Same rounding point either way.
+torch::Tensor linear_nograd(const torch::Tensor& x, const torch::Tensor& w);
+// acc += x W^T in place (acc [M, N]): the kernel where it applies and pays, else addmm_.
+torch::Tensor& addmm_nograd_(torch::Tensor& acc, const torch::Tensor& x, const torch::Tensor& w);
+
+}  // namespace mor

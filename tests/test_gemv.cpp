@@ -1,0 +1,113 @@
+// The skinny bf16 GEMM kernel (src/gemv.h) against its float32 reference and torch::mm: M = 1..8,
+// K and N off the 32-lane width, strided and offset activation rows, the in-place accumulate form;
+// and the dispatch (linear_nograd / addmm_nograd_) against the ops it replaces.
+// Tolerance: both sides sum the same exact float32 products (bf16 x bf16 fits in float32) in a
+// different order, so they differ by the float32 ordering error, at most K 2^-24 sum|x_k w_k|, before
+// the one rounding to bf16, which that difference can move by at most one bf16 step.
+#include <gtest/gtest.h>
+
+#include "gemv.h"
+#include "kernels.h"
+
+using namespace mor;
+
+namespace {
+
+bool kernel_here() {
+  torch::NoGradGuard ng;
+  return gemv_ok(torch::zeros({1, 8}, torch::kBFloat16), torch::zeros({4, 8}, torch::kBFloat16));
+}
+
+torch::Tensor rand_bf16(std::vector<int64_t> shape, uint64_t seed) {
+  auto g = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return torch::randn(shape, g, torch::kFloat32).to(torch::kBFloat16);
+}
+
+// Checks got against want (bf16 [M, N]) within the bound above; returns the largest error in bf16
+// steps of want and the fraction of bitwise-equal values, for the log.
+std::pair<double, double> check_within(const torch::Tensor& got, const torch::Tensor& want, const torch::Tensor& x,
+                                       const torch::Tensor& w) {
+  EXPECT_EQ(got.sizes(), want.sizes());
+  EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
+  auto g = got.to(torch::kFloat32), r = want.to(torch::kFloat32);
+  auto step = torch::pow(2.0, torch::floor(torch::log2(r.abs().clamp_min(1e-30))) - 7);
+  auto mag = torch::mm(x.to(torch::kFloat32).abs(), w.to(torch::kFloat32).abs().t());
+  auto bound = step + mag * (double(x.size(1)) * std::ldexp(1.0, -24));
+  auto err = (g - r).abs();
+  EXPECT_TRUE((err <= bound).all().item<bool>()) << "max excess " << (err - bound).max().item<double>();
+  const double equal = (g == r).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GE(equal, 0.97) << "bitwise-equal fraction";
+  return {(err / step).max().item<double>(), equal};
+}
+
+}  // namespace
+
+TEST(Gemv, MatchesReferenceAndMmOddShapes) {
+  if (!kernel_here()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or fused kernels off)";
+  torch::NoGradGuard ng;
+  double worst = 0, least_equal = 1;
+  uint64_t seed = 1;
+  for (int64_t K : {1, 31, 33, 100, 1029})
+    for (int64_t N : {1, 3, 37, 259})
+      for (int64_t M = 1; M <= kGemvMaxRows; ++M) {
+        auto x = rand_bf16({M, K}, seed++), w = rand_bf16({N, K}, seed++);
+        auto y = gemv_bf16(x, w);
+        auto [e1, q1] = check_within(y, gemv_bf16_reference(x, w), x, w);
+        auto [e2, q2] = check_within(y, torch::mm(x, w.t()), x, w);
+        worst = std::max({worst, e1, e2});
+        least_equal = std::min({least_equal, q1, q2});
+        if (HasFailure()) {
+          ADD_FAILURE() << "M " << M << " K " << K << " N " << N;
+          return;
+        }
+      }
+  std::printf("gemv vs reference/mm: max error %.2f bf16 steps, bitwise-equal fraction >= %.4f\n", worst, least_equal);
+}
+
+TEST(Gemv, StridedAndOffsetRowsAndAccumulate) {
+  if (!kernel_here()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or fused kernels off)";
+  torch::NoGradGuard ng;
+  const int64_t K = 77, N = 45;
+  auto wide = rand_bf16({9, K + 19}, 11), w = rand_bf16({N, K}, 12);
+  for (int64_t M : {1, 3, 8}) {
+    // Rows 1..M of columns 5..5+K: row stride K + 19 and a start offset, as h.narrow(1, E, R) is.
+    auto x = wide.narrow(0, 1, M).narrow(1, 5, K);
+    if (M > 1) ASSERT_FALSE(x.is_contiguous());  // one row: an offset view, contiguous
+    check_within(gemv_bf16(x, w), gemv_bf16_reference(x, w), x, w);
+    auto acc0 = rand_bf16({M, N}, 13 + M);
+    auto acc = acc0.clone();
+    auto out = gemv_bf16(x, w, acc);
+    EXPECT_EQ(out.data_ptr(), acc.data_ptr()) << "accumulates in place";
+    check_within(acc, gemv_bf16_reference(x, w, acc0), x, w);
+    check_within(acc, acc0.clone().addmm_(x.contiguous(), w.t()), x, w);
+  }
+}
+
+TEST(Gemv, DispatchFallsBackAndRefuses) {
+  torch::NoGradGuard ng;
+  auto x = rand_bf16({2, 1, 64}, 21), w = rand_bf16({40, 64}, 22);
+  // 3-D input, 2 rows: the kernel where available, the matmul's shape either way.
+  auto y = linear_nograd(x, w);
+  ASSERT_EQ(y.sizes(), torch::IntArrayRef({2, 1, 40}));
+  auto want = torch::matmul(x, w.t());
+  EXPECT_TRUE(torch::allclose(y.to(torch::kFloat32), want.to(torch::kFloat32), 1e-2, 1e-2));
+  // Fused kernels off: exactly the matmul and addmm_.
+  set_fused_enabled(false);
+  EXPECT_FALSE(gemv_ok(x.view({2, 64}), w));
+  EXPECT_TRUE(torch::equal(linear_nograd(x, w), want));
+  auto acc = rand_bf16({2, 40}, 23), acc2 = acc.clone();
+  addmm_nograd_(acc, x.view({2, 64}), w);
+  EXPECT_TRUE(torch::equal(acc, acc2.addmm_(x.view({2, 64}), w.t())));
+  set_fused_enabled(true);
+  // Refused: more than 8 rows, float32, a column stride, a gradient wanted.
+  EXPECT_FALSE(gemv_ok(rand_bf16({9, 64}, 24), w));
+  EXPECT_FALSE(gemv_ok(x.view({2, 64}).to(torch::kFloat32), w.to(torch::kFloat32)));
+  EXPECT_FALSE(gemv_ok(rand_bf16({64, 2}, 25).t(), w));
+  EXPECT_THROW(gemv_bf16(rand_bf16({9, 64}, 26), w), std::runtime_error);
+  {
+    torch::AutoGradMode on(true);
+    auto xg = x.view({2, 64}).clone().requires_grad_(true);
+    EXPECT_FALSE(gemv_ok(xg, w));
+    EXPECT_TRUE(linear_nograd(xg, w).requires_grad());  // the matmul, with its graph
+  }
+}
