@@ -5,8 +5,8 @@
 // to one category, chosen from its name and input shapes:
 //   base GEMM (mm/addmm/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
 //   softmax over > 16 columns, mask fill, fused attention kernels), logits/loss (GEMMs with a vocab
-//   dim, log_softmax, nll), routing (topk, scatter, softmax over <= 16 columns), norms/elementwise,
-//   casts/copies, allocation, dropout RNG, optimizer (anything under the optimizer step), and
+//   dim, log_softmax, nll; the chunked loss's own gathers/exps/scatters), routing (topk, scatter,
+//   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout RNG, optimizer (anything under the optimizer step), and
 //   "outside ops" = wall time minus the top-level ops (C++ glue, dispatch; OpenMP barrier time is
 //   inside the ops, see the 1-vs-2-thread figure). Percentages are of the wall time of the same run.
 // Usage: bench_profile [--threads 2] [--what prefill,decode,train] [--reps 3] [--top 12] [--chains 0]
@@ -38,8 +38,21 @@ const int64_t kVocab = 32000;
 
 bool has(const std::string& n, const char* s) { return n.find(s) != std::string::npos; }
 
-std::string category(const std::string& n, const std::vector<std::vector<int64_t>>& shapes, bool in_optimizer) {
+std::string category_of_op(const std::string& n, const std::vector<std::vector<int64_t>>& shapes);
+
+// Inside the chunked loss (its forward scope and backward node) the gathers, exps, scales and
+// scatters are the loss's own work, as log_softmax(_backward) and nll_loss are on the reference path;
+// copies and allocations keep their categories, so both paths count those alike.
+std::string category(const std::string& n, const std::vector<std::vector<int64_t>>& shapes, bool in_optimizer,
+                     bool in_loss) {
   if (in_optimizer) return "optimizer";
+  if (has(n, "mor::lm_loss") || has(n, "ChunkedLmLoss")) return "logits/loss";
+  std::string c = category_of_op(n, shapes);
+  if (in_loss && c != "casts/copies" && c != "allocation") return "logits/loss";
+  return c;
+}
+
+std::string category_of_op(const std::string& n, const std::vector<std::vector<int64_t>>& shapes) {
   auto dims_of = [&](size_t i) { return i < shapes.size() ? shapes[i] : std::vector<int64_t>{}; };
   if (n == "aten::mm" || n == "aten::addmm") {
     auto a = dims_of(n == "aten::mm" ? 0 : 1), b = dims_of(n == "aten::mm" ? 1 : 2);
@@ -111,13 +124,15 @@ Profile profile(const std::function<void()>& f) {
     struct Open {
       const prof::LegacyEvent* ev;
       double child_us;
-      bool opt;
+      bool opt, loss;
     };
     std::vector<Open> stack;
     for (const auto& e : list) {
       if (e.kind() == prof::EventKind::PushRange) {
-        const bool opt = (!stack.empty() && stack.back().opt) || std::string(e.name()) == "mor::optimizer_step";
-        stack.push_back({&e, 0.0, opt});
+        const std::string name = e.name();
+        const bool opt = (!stack.empty() && stack.back().opt) || name == "mor::optimizer_step";
+        const bool loss = (!stack.empty() && stack.back().loss) || has(name, "mor::lm_loss") || has(name, "ChunkedLmLoss");
+        stack.push_back({&e, 0.0, opt, loss});
       } else if (e.kind() == prof::EventKind::PopRange && !stack.empty()) {
         Open o = stack.back();
         stack.pop_back();
@@ -127,7 +142,7 @@ Profile profile(const std::function<void()>& f) {
         else stack.back().child_us += us;
         if (name == "mor::optimizer_step") continue;  // a scope, not an op
         const double self = us - o.child_us;
-        p.cat_us[category(name, o.ev->shapes(), o.opt)] += self;
+        p.cat_us[category(name, o.ev->shapes(), o.opt, o.loss)] += self;
         p.op_us[name].first += self;
         p.op_us[name].second += 1;
         if (chained(name)) {
@@ -252,8 +267,7 @@ void profile_train(int reps, int top) {
       a.input_ids = ids;
       a.attention_mask = mask;
       a.router_logits = which == "mola" ? &rl : nullptr;
-      auto logits = model->forward(a);
-      auto loss = compute_loss(model, logits, ids, rl, which == "mola").loss;
+      auto loss = forward_loss(model, a, ids, which == "mola").loss;  // train_step's loss path
       loss.backward();
       {
         RECORD_FUNCTION("mor::optimizer_step", std::vector<c10::IValue>());

@@ -12,6 +12,7 @@
 
 #include "arch.h"
 #include "files.h"
+#include "lm_loss.h"
 #include "safetensors.h"
 
 namespace fs = std::filesystem;
@@ -153,11 +154,21 @@ torch::Tensor z_loss_term(LlamaForCausalLM& model, const RouterLogits& router_lo
 
 LossParts compute_loss(LlamaForCausalLM& model, const torch::Tensor& logits, const torch::Tensor& labels,
                        const RouterLogits& router_logits, bool obalance) {
-  const int64_t T = logits.size(1), V = logits.size(2);
+  return compute_loss_from_ce(model, shifted_cross_entropy(logits, labels), router_logits, obalance);
+}
+
+LossParts forward_loss(LlamaForCausalLM& model, const ForwardArgs& a, const torch::Tensor& labels, bool obalance) {
+  if (a.router_logits) a.router_logits->reserve(model->cfg.n_layer);  // as forward does
+  auto hidden = model->forward_hidden(a);
+  auto ce = lm_loss(hidden, model->lm_head_weight(), labels);
+  static const RouterLogits none;
+  return compute_loss_from_ce(model, ce, a.router_logits ? *a.router_logits : none, obalance);
+}
+
+LossParts compute_loss_from_ce(LlamaForCausalLM& model, const torch::Tensor& ce, const RouterLogits& router_logits,
+                               bool obalance) {
   LossParts p;
-  auto lg = logits.narrow(1, 0, T - 1).to(torch::kFloat32).reshape({-1, V});
-  auto lb = labels.narrow(1, 1, T - 1).to(lg.device()).reshape({-1});
-  p.ce = torch::nn::functional::cross_entropy(lg, lb, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+  p.ce = ce;
   p.aux = aux_balance_loss(model, router_logits);
   p.loss = obalance ? p.ce + kBalanceLossCoef * p.aux : p.ce;
   p.z = z_loss_term(model, router_logits);

@@ -40,6 +40,15 @@ constexpr double kBalanceLossCoef = 0.001;
 // logits [B, T, V] (float32), labels [B, T] with -100 masked; router_logits as filled by forward.
 LossParts compute_loss(LlamaForCausalLM& model, const torch::Tensor& logits, const torch::Tensor& labels,
                        const RouterLogits& router_logits, bool obalance);
+// The same with the cross-entropy already computed (float32 scalar, e.g. by lm_loss): adds the
+// balance and z-loss parts.
+LossParts compute_loss_from_ce(LlamaForCausalLM& model, const torch::Tensor& ce, const RouterLogits& router_logits,
+                               bool obalance);
+// Training / validation forward and loss in one: forward_hidden(a), then lm_loss (src/lm_loss.h:
+// the chunked cross-entropy, equal to forward + compute_loss to float32 rounding; exactly their op
+// sequence when MOR_FUSED=0 or the lm_head weight requires grad), then compute_loss_from_ce with the router
+// logits a.router_logits collects (none when null). Gradient checkpointing via a.run_layer as usual.
+LossParts forward_loss(LlamaForCausalLM& model, const ForwardArgs& a, const torch::Tensor& labels, bool obalance);
 // Each example's own mean cross-entropy over its shifted labels: [B] float32 (nan when none).
 torch::Tensor per_example_ce(const torch::Tensor& logits, const torch::Tensor& labels);
 // Sum over layers of the balance loss of their adapted modules.

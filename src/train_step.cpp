@@ -1,6 +1,6 @@
-// One training micro-step and the gradient arithmetic around it (see trainer.h): collate, forward,
-// loss, backward; clipping and float16 unscaling on the device without host syncs; the validation
-// loss. Shapes: B micro-batch, T padded length, V vocab.
+// One training micro-step and the gradient arithmetic around it (see trainer.h): collate, forward and
+// loss (forward_loss: the chunked lm_head + cross-entropy), backward; clipping and float16 unscaling
+// on the device without host syncs; the validation loss. Shapes: B micro-batch, T padded length.
 #include <cmath>
 
 #include "adapter.h"
@@ -19,8 +19,7 @@ StepResult train_step(LlamaForCausalLM& model, const std::vector<const Tokenized
   a.attention_mask = b.attention_mask;
   a.router_logits = &rl;
   if (o.gradient_checkpointing) a.run_layer = checkpointed_layer;
-  auto logits = model->forward(a);  // [B, T, V] float32
-  LossParts lp = compute_loss(model, logits, b.labels.to(model->device), rl, o.obalance);
+  LossParts lp = forward_loss(model, a, b.labels.to(model->device), o.obalance);
   if (o.router_stats) o.router_stats->add(rl, a.attention_mask);
   torch::Tensor scaled = lp.loss / o.loss_divisor;
   if (o.loss_scale != 1) scaled = scaled * o.loss_scale;
@@ -91,8 +90,7 @@ double evaluate_loss(LlamaForCausalLM& model, const std::vector<TokenizedExample
     a.input_ids = b.input_ids.to(model->device);
     a.attention_mask = b.attention_mask.to(model->device);
     a.router_logits = &rl;
-    auto logits = model->forward(a);
-    LossParts lp = compute_loss(model, logits, b.labels.to(model->device), rl, obalance);
+    LossParts lp = forward_loss(model, a, b.labels.to(model->device), obalance);
     sum += lp.loss.to(torch::kFloat64) * static_cast<double>(ptrs.size());
     count += static_cast<int64_t>(ptrs.size());
   }

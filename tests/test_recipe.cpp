@@ -91,7 +91,8 @@ TEST(RecipeStep, TrainStepEqualsDirectForwardLossBackward) {
     for (auto& p : params) g1.push_back(p.grad().clone());
     EXPECT_FALSE(r.loss.requires_grad());
     EXPECT_EQ(r.tokens, 9);
-    // the same by hand: collate, forward, compute_loss, backward of loss / 4 * 8
+    // the same by hand: collate, forward_loss (train_step's chunked loss; test_lm_loss.cpp pins it
+    // to forward + compute_loss), backward of loss / 4 * 8
     for (auto& p : params) p.mutable_grad() = torch::Tensor();
     Batch b = collate(batch);
     RouterLogits rl;
@@ -99,7 +100,7 @@ TEST(RecipeStep, TrainStepEqualsDirectForwardLossBackward) {
     a.input_ids = b.input_ids;
     a.attention_mask = b.attention_mask;
     a.router_logits = &rl;
-    LossParts lp = compute_loss(model, model->forward(a), b.labels, rl, true);
+    LossParts lp = forward_loss(model, a, b.labels, true);
     (lp.loss / 4.0 * 8.0).backward();
     EXPECT_DOUBLE_EQ(r.loss.item<double>(), lp.loss.item<double>());
     EXPECT_DOUBLE_EQ(r.aux.item<double>(), lp.aux.item<double>());
