@@ -78,4 +78,6 @@ RunResult run_mor(const std::string& args) {
   return r;
 }
 
+std::string q(const std::string& s) { return "'" + s + "'"; }
+
 }  // namespace mor::test

@@ -34,5 +34,7 @@ std::string error_of(const std::function<void()>& f);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
 std::string source_dir();  // repo root
+// Single-quoted for the shell (test paths hold no quotes).
+std::string q(const std::string& s);
 
 }  // namespace mor::test

@@ -19,7 +19,6 @@ namespace fs = std::filesystem;
 
 namespace mor::test::bad {
 
-std::string q(const std::string& s) { return "'" + s + "'"; }
 
 std::string copy_model(const std::string& dir) {
   const std::string src = testdata_dir() + "/stories260K", dst = dir + "/model";

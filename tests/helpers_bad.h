@@ -9,9 +9,6 @@
 
 namespace mor::test::bad {
 
-// Shell-quoted.
-std::string q(const std::string& s);
-
 // `dir`/model: config.json, model.safetensors, tokenizer.model of stories260K (writable copies).
 std::string copy_model(const std::string& dir);
 // `dir`/adapter: adapter_model.safetensors + adapter_config.json + mola_config.json for stories260K

@@ -33,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string q(const std::string& s) { return "'" + s + "'"; }
+using mor::test::q;
 std::string model_dir() { return test::testdata_dir() + "/stories260K"; }
 std::string hf_data() { return test::testdata_dir() + "/sampled_scienceqa_train_all.hf"; }
 

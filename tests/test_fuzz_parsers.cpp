@@ -143,8 +143,8 @@ TEST(FuzzParsers, TrainerStateAndDataState) {
   MOR_REQUIRE_TESTDATA();
   const std::string d = scratch_dir("fuzz_trainer_state");
   bad::write_train_json(d + "/train.json", 4);
-  auto r = run_mor("train --base_model " + bad::q(testdata_dir() + "/stories260K") + " --data_path " +
-                   bad::q(d + "/train.json") + " --output_dir " + bad::q(d + "/out") +
+  auto r = run_mor("train --base_model " + q(testdata_dir() + "/stories260K") + " --data_path " +
+                   q(d + "/train.json") + " --output_dir " + q(d + "/out") +
                    " --batch_size 2 --micro_batch_size 2 --max_steps 1 --save_steps 1 --cutoff_len 32 --val_set_size 0"
                    " --warmup_steps 0 --lora_r 2 --number_experts 2 --top_k 1 --dtype float32 --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;

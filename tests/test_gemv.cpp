@@ -72,7 +72,9 @@ TEST(Gemv, StridedAndOffsetRowsAndAccumulate) {
   for (int64_t M : {1, 3, 8}) {
     // Rows 1..M of columns 5..5+K: row stride K + 19 and a start offset, as h.narrow(1, E, R) is.
     auto x = wide.narrow(0, 1, M).narrow(1, 5, K);
-    if (M > 1) ASSERT_FALSE(x.is_contiguous());  // one row: an offset view, contiguous
+    if (M > 1) {
+      ASSERT_FALSE(x.is_contiguous());  // one row: an offset view, contiguous
+    }
     check_within(gemv_bf16(x, w), gemv_bf16_reference(x, w), x, w);
     auto acc0 = rand_bf16({M, N}, 13 + M);
     auto acc = acc0.clone();

@@ -206,7 +206,9 @@ TEST(LmLoss, ForwardLossWithTiedEmbeddingsMatchesForwardAndComputeLoss) {
 }
 
 // train_step with the chunked loss against MOR_FUSED=0 (forward + compute_loss), with and without
-// gradient checkpointing: loss and every adapter gradient.
+// gradient checkpointing: loss and every adapter gradient. The switch also swaps RMSNorm/RoPE for
+// their autograd kernels (kernels_train.h), whose float32 backward sums in another order: 1.2e-5 of
+// the largest gradient entry measured here, so 3e-5 (a wrong term shows as O(1)).
 TEST(LmLoss, TrainStepFusedEqualsUnfused) {
   ModelConfig cfg = ModelConfig::llama(32, 48, 2, 4, 2, 64);
   auto model = random_llama(cfg, 3, torch::kFloat32, torch::kCPU);
@@ -236,7 +238,7 @@ TEST(LmLoss, TrainStepFusedEqualsUnfused) {
     EXPECT_NEAR(loss[1], loss[0], 1e-6 * std::abs(loss[0])) << ckpt;
     for (size_t i = 0; i < params.size(); ++i) {
       EXPECT_GT(grads[0][i].abs().max().item<double>(), 0.0) << i;
-      EXPECT_LE(lm_rel(grads[1][i], grads[0][i]), 1e-5) << i << (ckpt ? " checkpointed" : "");
+      EXPECT_LE(lm_rel(grads[1][i], grads[0][i]), 3e-5) << i << (ckpt ? " checkpointed" : "");
     }
   }
 }

@@ -21,7 +21,7 @@ using namespace mor;
 namespace fs = std::filesystem;
 
 namespace {
-std::string q(const std::string& s) { return "'" + s + "'"; }
+using mor::test::q;
 std::string model_dir() { return test::testdata_dir() + "/stories260K"; }
 std::string hf_data() { return test::testdata_dir() + "/sampled_scienceqa_train_all.hf"; }
 std::string small_train(const std::string& out) {

@@ -18,7 +18,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string q(const std::string& s) { return "'" + s + "'"; }
+using mor::test::q;
 std::string model_dir() { return mor::test::testdata_dir() + "/stories260K"; }
 std::string hf_data() { return mor::test::testdata_dir() + "/sampled_scienceqa_train_all.hf"; }
 

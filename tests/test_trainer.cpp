@@ -118,7 +118,7 @@ namespace {
 
 std::string model_dir() { return test::testdata_dir() + "/stories260K"; }
 std::string hf_data() { return test::testdata_dir() + "/sampled_scienceqa_train_all.hf"; }
-std::string q(const std::string& s) { return "'" + s + "'"; }
+using mor::test::q;
 
 // Five layers, different experts, ranks and top-k per layer.
 const char* kAlloc = " --lora_r 4,8,2,6,4 --number_experts 2,4,3,1,5 --top_k 1,2,3,1,2 --lora_alpha 16";
