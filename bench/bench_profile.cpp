@@ -6,7 +6,7 @@
 //   base GEMM (mm/addmm/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
 //   softmax over > 16 columns, mask fill, fused attention kernels), logits/loss (GEMMs with a vocab
 //   dim, log_softmax, nll; the chunked loss's own gathers/exps/scatters), routing (topk, scatter,
-//   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout RNG, optimizer (anything under the optimizer step), and
+//   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout (RNG and the masked scaled copy), optimizer (anything under the optimizer step), and
 //   "outside ops" = wall time minus the top-level ops (C++ glue, dispatch; OpenMP barrier time is
 //   inside the ops, see the 1-vs-2-thread figure). Percentages are of the wall time of the same run.
 // Usage: bench_profile [--threads 2] [--what prefill,decode,train] [--reps 3] [--top 12] [--chains 0]
@@ -78,7 +78,7 @@ std::string category_of_op(const std::string& n, const std::vector<std::vector<i
   if (has(n, "log_softmax") || has(n, "nll_loss") || has(n, "cross_entropy")) return "logits/loss";
   if (has(n, "topk") || has(n, "scatter") || has(n, "sort") || has(n, "mor::route") || has(n, "one_hot")) return "routing";
   if (has(n, "poisson") || has(n, "randint") || has(n, "bernoulli") || has(n, "dropout") || has(n, "index_fill"))
-    return "dropout RNG";
+    return "dropout";
   if (n == "aten::to" || n == "aten::_to_copy" || n == "aten::copy_" || n == "aten::clone" || n == "aten::contiguous" ||
       n == "aten::cat" || n == "aten::index_select" || n == "aten::embedding" || n == "aten::index")
     return "casts/copies";

@@ -3,6 +3,7 @@
 // them (one clone per ISA through target_clones, chosen at load time), with a polynomial exp accurate
 // to about 1 ulp of float32. Rounding to the compute dtype happens exactly where the reference's ops round.
 #include "kernels.h"
+#include "kernels_elem.h"
 #include "gemv.h"
 
 #include "kernels_rows.h"
@@ -291,9 +292,9 @@ torch::Tensor silu_mul(const torch::Tensor& g_in, const torch::Tensor& u_in) {
   check_kernel_dtype(g_in, "silu_mul");
   if (g_in.sizes() != u_in.sizes() || g_in.scalar_type() != u_in.scalar_type())
     throw std::runtime_error("silu_mul: gate and up differ in shape or dtype");
-  // A fused element loop measured ~8x slower than LibTorch's vectorised silu + mul in the prefill
-  // profile (and bf16 silu rounds after every vector op, which it had to emulate), so this is silu
-  // then an in-place mul: the reference's values exactly, one allocation fewer.
+  // bf16: one pass over per-value tables of LibTorch's own silu (kernels_elem.h), the reference's
+  // values exactly. float32: LibTorch's vectorised silu then an in-place mul, one allocation fewer.
+  if (g_in.scalar_type() == torch::kBFloat16) return silu_mul_bf16(g_in, u_in);
   return torch::silu(g_in).mul_(u_in);
 }
 
@@ -420,6 +421,10 @@ struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
     RECORD_FUNCTION("mor::silu_mul_backward", std::vector<c10::IValue>());
     auto saved = ctx->get_saved_variables();
     auto d = grads[0].contiguous();
+    if (d.scalar_type() == torch::kBFloat16 && saved[0].scalar_type() == torch::kBFloat16) {
+      auto [dg, du] = silu_mul_backward_bf16(d, saved[0], saved[1]);
+      return {dg, du};
+    }
     // LibTorch's own kernels (same values as the reference's graph); silu(g) recomputed, not saved.
     auto gg = torch::silu_backward(d * saved[1], saved[0]);
     auto gu = d * torch::silu(saved[0]);

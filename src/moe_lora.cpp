@@ -8,6 +8,7 @@
 
 #include "gemv.h"
 #include "kernels.h"
+#include "kernels_elem.h"
 
 #include <cmath>
 #include <map>
@@ -249,8 +250,8 @@ torch::Tensor sparse_dropout(const torch::Tensor& x, double p) {
   const double rate = double(n) * -std::log1p(-p);
   auto k = torch::poisson(torch::full({1}, rate, torch::TensorOptions().dtype(torch::kFloat64))).item<double>();
   auto idx = torch::randint(n, {int64_t(k)}, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
-  auto mask = torch::full({n}, 1.0 / (1.0 - p), x.options().requires_grad(false)).index_fill_(0, idx, 0.0);
-  return x * mask.view(x.sizes());
+  // x * mask with mask = 1/(1-p) but 0 at idx, without materialising (or saving) the mask.
+  return scaled_dropout(x, idx, 1.0 / (1.0 - p));
 }
 
 MolaLinearImpl::MolaLinearImpl(int64_t in, int64_t out, torch::Dtype dtype, torch::Device device, bool with_bias)
