@@ -119,9 +119,43 @@ double router_z_loss_reference(const torch::Tensor& logits) {
   return total / double(c.size(0));
 }
 
-torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
+namespace {
+
+// Identity on a; the router's gradient is the exact zero a one-expert router gets in the reference.
+struct OneExpertRouterFn : public torch::autograd::Function<OneExpertRouterFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
+                               const torch::Tensor& router) {
+    ctx->save_for_backward({router});
+    return a.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    return {grads[0], torch::zeros_like(ctx->get_saved_variables()[0])};
+  }
+};
+
+// E = K = 1 without a differentiated logit (see moe_lora.h): the gate is 1, a * 1 = a.
+torch::Tensor one_expert_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
                                  const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
                                  const torch::Tensor& x_dropped, torch::Tensor* router_logits_out) {
+  const auto dt = x.scalar_type();
+  auto a = OneExpertRouterFn::apply(torch::mm(x_dropped.defined() ? x_dropped : x, lora_A.to(dt).t()), router);
+  auto bs = (lora_B * (spec.lora_alpha / double(spec.ranks.front()))).to(dt);
+  auto y = torch::addmm(torch::mm(x, weight.t()), a, bs.t());
+  if (router_logits_out) {
+    torch::NoGradGuard ng;
+    *router_logits_out = torch::mm(x, router.to(dt).t());
+  }
+  return y;
+}
+
+}  // namespace
+
+torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
+                                 const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
+                                 const torch::Tensor& x_dropped, torch::Tensor* router_logits_out, bool logits_grad) {
+  if (!logits_grad && spec.n_expert == 1 && spec.top_k == 1 && fused_enabled())
+    return one_expert_forward(x, weight, router, lora_A, lora_B, spec, x_dropped, router_logits_out);
   const auto dt = x.scalar_type();
   const int64_t N = x.size(0), E = spec.n_expert, R = lora_A.size(0);
   torch::Tensor logits, a;  // [N, E], [N, R]
@@ -315,7 +349,9 @@ torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch:
                            router_logits ? &logits : nullptr);
   } else {
     if (is_training() && spec_.lora_dropout > 0) xd = sparse_dropout(x2, spec_.lora_dropout);
-    y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr);
+    // The logits feed the balance loss and, with z_loss > 0, the z-loss (adapter.h).
+    y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr,
+                           /*logits_grad=*/spec_.z_loss > 0);
   }
   if (router_logits) router_logits->push_back(logits);
   if (bias.defined()) y = y + bias;  // PEFT: base_layer(x) (with its bias) + the adapters' sum

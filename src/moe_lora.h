@@ -40,9 +40,15 @@ struct ExpertSpec {
 //   x_dropped: dropout(x) [N, I], or undefined when there is no dropout (eval, p = 0); then the router
 //   rows join the A matmul (one [N, E+R] product).
 // Returns y [N, O] in x's dtype; *router_logits_out (when non-null) gets the router logits [N, E].
+// logits_grad false: the caller differentiates the logits only through the balance loss (no z-loss).
+// Then one expert (E = K = 1) takes a shorter path: its gate is softmax of one logit, exactly 1, so
+// the routing gives x and the router an exactly zero gradient, and the shorter path computes none of
+// it. The router still gets that zero gradient (AdamW's weight decay steps it, as in the reference);
+// the logits come detached. MOR_FUSED=0 keeps the full graph.
 torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
                                  const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
-                                 const torch::Tensor& x_dropped = {}, torch::Tensor* router_logits_out = nullptr);
+                                 const torch::Tensor& x_dropped = {}, torch::Tensor* router_logits_out = nullptr,
+                                 bool logits_grad = true);
 
 // The reference's per-expert loop (MoLA's patched PEFT): softmax(float32) -> topk -> renormalise ->
 // cast to x's dtype, then for each expert the tokens that selected it get B_e(A_e(dropout(x))) *

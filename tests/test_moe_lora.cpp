@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels.h"
 #include "moe_lora.h"
 #include "tensor_checks.h"
 
@@ -269,4 +270,46 @@ TEST(SparseDropout, BernoulliRateScaleAndGradient) {
   auto a = sparse_dropout(torch::ones({64, 64}), 0.1);
   torch::manual_seed(5);
   EXPECT_TRUE(torch::equal(a, sparse_dropout(torch::ones({64, 64}), 0.1)));
+}
+
+// One expert in training (plain LoRA as MoLA writes it): the short path (no routing graph) against the
+// full graph of MOR_FUSED=0, with dropout and the balance loss: the same output, logits and x/A/B
+// gradients, and a defined, all-zero router gradient in both. With a z-loss the logits carry a
+// gradient, so the full graph runs and the router's gradient is not zero.
+TEST(MolaLinear, OneExpertShortPathEqualsFullGraph) {
+  for (double z : {0.0, 0.01}) {
+    std::vector<std::vector<torch::Tensor>> got(2);
+    for (int fused : {0, 1}) {
+      set_fused_enabled(fused == 1);
+      MolaLinear m(24, 20);
+      torch::manual_seed(11);
+      torch::nn::init::normal_(m->weight);
+      m->add_adapter(ExpertSpec{1, 1, {4}, 16.0, 0.1}, nullptr);
+      m->set_routing("top_k", 0.8, z);
+      {
+        torch::NoGradGuard ng;
+        m->lora_B.normal_();
+      }
+      m->train();
+      auto x = torch::randn({3, 7, 24}).requires_grad_(true);
+      auto G = torch::randn({3, 7, 20});
+      std::vector<torch::Tensor> rl;
+      auto y = m->forward(x, &rl);  // the dropout draws from the same seed in both runs
+      ASSERT_EQ(rl.size(), 1u);
+      auto loss = (y * G).sum() + balance_loss(rl, 1) * 0.5;
+      if (z > 0) loss = loss + router_z_loss(rl[0]) * z;
+      loss.backward();
+      ASSERT_TRUE(m->router.grad().defined());
+      got[fused] = {y.detach(), rl[0].detach(), x.grad(), m->lora_A.grad(), m->lora_B.grad(), m->router.grad()};
+    }
+    set_fused_enabled(true);
+    const char* names[] = {"y", "logits", "x grad", "A grad", "B grad", "router grad"};
+    for (size_t i = 0; i < got[0].size(); ++i) expect_close(got[1][i], got[0][i], names[i]);
+    if (z == 0) {
+      EXPECT_EQ(got[0][5].abs().max().item<double>(), 0.0);
+      EXPECT_EQ(got[1][5].abs().max().item<double>(), 0.0);
+    } else {
+      EXPECT_GT(got[1][5].abs().max().item<double>(), 1e-6);
+    }
+  }
 }
