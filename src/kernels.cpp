@@ -18,6 +18,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 
 namespace mor {
 
@@ -107,6 +108,58 @@ MOR_CLONES float row_max(const float* x, int64_t n) {
   return r;
 }
 
+// The attention rows' element loops, cloned per ISA (the typed kernels below are templates and
+// would otherwise build for the baseline ISA only). bf16: round after each op as the reference's
+// bf16 tensors do.
+MOR_CLONES void scale_row(float* x, int64_t n, float div, bool bf16) {
+  for (int64_t j = 0; j < n; ++j) x[j] = kern::rnd_if(x[j] / div, bf16);
+}
+
+// x[j] = fill where the mask is set; a unit-stride mask is one vectorised select.
+MOR_CLONES void mask_row(float* x, const bool* m, int64_t stride, int64_t n, float fill) {
+  if (stride == 1) {
+    for (int64_t j = 0; j < n; ++j) x[j] = m[j] ? fill : x[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j)
+      if (m[j * stride]) x[j] = fill;
+  }
+}
+
+MOR_CLONES void mul_row(float* x, int64_t n, float s) {
+  for (int64_t j = 0; j < n; ++j) x[j] *= s;
+}
+
+MOR_CLONES float dot_row(const float* a, const float* b, int64_t n) {
+  float acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int k = 0; k < 16; ++k) acc[k] += a[j + k] * b[j + k];
+  float dot = 0;
+  for (; j < n; ++j) dot += a[j] * b[j];
+  for (int k = 0; k < 16; ++k) dot += acc[k];
+  return dot;
+}
+
+// g[j] = ((g[j] - dot) * p[j]) / div, rounded after the product and after the division (bf16).
+MOR_CLONES void softmax_grad_row(float* g, const float* p, float dot, float div, int64_t n, bool bf16) {
+  for (int64_t j = 0; j < n; ++j) g[j] = kern::rnd_if(kern::rnd_if((g[j] - dot) * p[j], bf16) / div, bf16);
+}
+
+// bf16 rows <-> float rows.
+MOR_CLONES void load_row_bf16(const c10::BFloat16* src, float* dst, int64_t n) { kern::load_row(src, dst, n); }
+MOR_CLONES void store_row_bf16(const float* src, c10::BFloat16* dst, int64_t n) { kern::store_row(src, dst, n); }
+
+template <typename T>
+void load_any(const T* src, float* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) load_row_bf16(src, dst, n);
+  else std::memcpy(dst, src, n * sizeof(float));
+}
+template <typename T>
+void store_any(const float* src, T* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) store_row_bf16(src, dst, n);
+  else std::memcpy(dst, src, n * sizeof(float));
+}
+
 double finfo_lowest(torch::ScalarType dt) {
   return dt == torch::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
                                 : static_cast<double>(std::numeric_limits<float>::lowest());
@@ -131,22 +184,21 @@ void attention_probs_impl(const torch::Tensor& scores, const torch::Tensor& mask
   }
   const float div = static_cast<float>(divisor);
   const float fill = static_cast<float>(finfo_lowest(scores.scalar_type()));
+  constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
   at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
     std::vector<float> buf(S);
     for (int64_t r = r0; r < r1; ++r) {
       float* x = p32 ? p32 + r * S : buf.data();
-      load_row(base + r * S, x, S);
-      for (int64_t j = 0; j < S; ++j) x[j] = rnd<T>(x[j] / div);
+      load_any(base + r * S, x, S);
+      scale_row(x, S, div, bf16);
       if (mbase) {
         const int64_t b = r / (H * Tq), h = (r / Tq) % H, t = r % Tq;
-        const bool* m = mbase + b * msb + h * msh + t * mst;
-        for (int64_t j = 0; j < S; ++j)
-          if (m[j * mss]) x[j] = fill;
+        mask_row(x, mbase + b * msb + h * msh + t * mst, mss, S, fill);
       }
       const float mx = row_max(x, S);
       const float inv = 1.0f / exp_sub_sum(x, S, mx);
-      for (int64_t j = 0; j < S; ++j) x[j] *= inv;
-      store_row(x, out + r * S, S);
+      mul_row(x, S, inv);
+      store_any(x, out + r * S, S);
     }
   });
 }
@@ -168,26 +220,19 @@ void attention_probs_backward_impl(const torch::Tensor& grad, const float* p32, 
     msb = me.stride(0), msh = me.stride(1), mst = me.stride(2), mss = me.stride(3);
   }
   const float div = static_cast<float>(divisor);
+  constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
   at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
     std::vector<float> g(S);
     for (int64_t r = r0; r < r1; ++r) {
       const float* p = p32 + r * S;
-      load_row(gbase + r * S, g.data(), S);
-      float acc[16] = {0};
-      int64_t j = 0;
-      for (; j + 16 <= S; j += 16)
-        for (int k = 0; k < 16; ++k) acc[k] += g[j + k] * p[j + k];
-      float dot = 0;
-      for (; j < S; ++j) dot += g[j] * p[j];
-      for (int k = 0; k < 16; ++k) dot += acc[k];
-      for (j = 0; j < S; ++j) g[j] = rnd<T>(rnd<T>((g[j] - dot) * p[j]) / div);
+      load_any(gbase + r * S, g.data(), S);
+      const float dot = dot_row(g.data(), p, S);
+      softmax_grad_row(g.data(), p, dot, div, S, bf16);
       if (mbase) {
         const int64_t b = r / (H * Tq), h = (r / Tq) % H, t = r % Tq;
-        const bool* m = mbase + b * msb + h * msh + t * mst;
-        for (j = 0; j < S; ++j)
-          if (m[j * mss]) g[j] = 0.0f;
+        mask_row(g.data(), mbase + b * msb + h * msh + t * mst, mss, S, 0.0f);
       }
-      store_row(g.data(), gin + r * S, S);
+      store_any(g.data(), gin + r * S, S);
     }
   });
 }
