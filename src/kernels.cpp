@@ -24,16 +24,18 @@ namespace mor {
 
 namespace kern {
 
-MOR_CLONES float sum_squares(const float* x, int64_t n) {
+MOR_CLONES float dot_row(const float* a, const float* b, int64_t n) {
   float acc[16] = {0};
   int64_t j = 0;
   for (; j + 16 <= n; j += 16)
-    for (int k = 0; k < 16; ++k) acc[k] += x[j + k] * x[j + k];
-  float s = 0;
-  for (; j < n; ++j) s += x[j] * x[j];
-  for (int k = 0; k < 16; ++k) s += acc[k];
-  return s;
+    for (int k = 0; k < 16; ++k) acc[k] += a[j + k] * b[j + k];
+  float dot = 0;
+  for (; j < n; ++j) dot += a[j] * b[j];
+  for (int k = 0; k < 16; ++k) dot += acc[k];
+  return dot;
 }
+
+float sum_squares(const float* x, int64_t n) { return dot_row(x, x, n); }
 
 void check_kernel_dtype(const torch::Tensor& x, const char* what) {
   if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
@@ -129,17 +131,6 @@ MOR_CLONES void mul_row(float* x, int64_t n, float s) {
   for (int64_t j = 0; j < n; ++j) x[j] *= s;
 }
 
-MOR_CLONES float dot_row(const float* a, const float* b, int64_t n) {
-  float acc[16] = {0};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int k = 0; k < 16; ++k) acc[k] += a[j + k] * b[j + k];
-  float dot = 0;
-  for (; j < n; ++j) dot += a[j] * b[j];
-  for (int k = 0; k < 16; ++k) dot += acc[k];
-  return dot;
-}
-
 // g[j] = ((g[j] - dot) * p[j]) / div, rounded after the product and after the division (bf16).
 MOR_CLONES void softmax_grad_row(float* g, const float* p, float dot, float div, int64_t n, bool bf16) {
   for (int64_t j = 0; j < n; ++j) g[j] = kern::rnd_if(kern::rnd_if((g[j] - dot) * p[j], bf16) / div, bf16);
@@ -226,7 +217,7 @@ void attention_probs_backward_impl(const torch::Tensor& grad, const float* p32, 
     for (int64_t r = r0; r < r1; ++r) {
       const float* p = p32 + r * S;
       load_any(gbase + r * S, g.data(), S);
-      const float dot = dot_row(g.data(), p, S);
+      const float dot = kern::dot_row(g.data(), p, S);
       softmax_grad_row(g.data(), p, dot, div, S, bf16);
       if (mbase) {
         const int64_t b = r / (H * Tq), h = (r / Tq) % H, t = r % Tq;

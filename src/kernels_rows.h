@@ -69,6 +69,8 @@ void check_kernel_dtype(const torch::Tensor& x, const char* what);
 
 // sum of x[j]^2 in float32 (16 partial sums, so it vectorises without -ffast-math).
 float sum_squares(const float* x, int64_t n);
+// sum of a[j] * b[j] in float32, the same 16 partial sums.
+float dot_row(const float* a, const float* b, int64_t n);
 
 // RMSNorm of x [N, C] (contiguous) with weight [C] (x's dtype) into out [N, C]; inv_rms [N] gets
 // rsqrt(mean(x^2) + eps) per row when non-null (what the backward needs besides x).

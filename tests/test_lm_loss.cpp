@@ -11,6 +11,7 @@
 #include "allocation.h"
 #include "kernels.h"
 #include "lm_loss.h"
+#include "step_fixture.h"
 #include "trainer.h"
 
 using namespace mor;
@@ -210,17 +211,10 @@ TEST(LmLoss, ForwardLossWithTiedEmbeddingsMatchesForwardAndComputeLoss) {
 // their autograd kernels (kernels_train.h), whose float32 backward sums in another order: 1.2e-5 of
 // the largest gradient entry measured here, so 3e-5 (a wrong term shows as O(1)).
 TEST(LmLoss, TrainStepFusedEqualsUnfused) {
-  ModelConfig cfg = ModelConfig::llama(32, 48, 2, 4, 2, 64);
-  auto model = random_llama(cfg, 3, torch::kFloat32, torch::kCPU);
-  attach_adapters(model, Allocation::from_flags(cfg, "q_proj,v_proj,gate_proj", "2,3", "4,2", "1,2", 16, 0.0), 5);
+  auto f = mor::test::tiny_step_fixture();
+  auto& model = f.model;
   auto params = lm_randomised_adapters(model);
-  model->train();
-  std::vector<TokenizedExample> ex(2);
-  ex[0].input_ids = {1, 5, 9, 33, 12, 7};
-  ex[0].labels = {-100, -100, 9, 33, 12, 7};
-  ex[1].input_ids = {1, 40, 41};
-  ex[1].labels = {1, 40, 41};
-  std::vector<const TokenizedExample*> batch{&ex[0], &ex[1]};
+  const auto batch = f.batch();
   for (bool ckpt : {false, true}) {
     std::vector<std::vector<torch::Tensor>> grads(2);
     std::vector<double> loss(2);

@@ -15,6 +15,7 @@
 #include "allocation.h"
 #include "helpers.h"
 #include "open_model.h"
+#include "step_fixture.h"
 #include "trainer.h"
 
 using namespace mor;
@@ -67,18 +68,10 @@ TEST(RecipeSampler, RanksInterleaveAndPadLikeDistributedSampler) {
 }
 
 TEST(RecipeStep, TrainStepEqualsDirectForwardLossBackward) {
-  ModelConfig cfg = ModelConfig::llama(32, 48, 2, 4, 2, 64);
-  auto model = random_llama(cfg, 3, torch::kFloat32, torch::kCPU);
-  auto alloc = Allocation::from_flags(cfg, "q_proj,v_proj,gate_proj", "2,3", "4,2", "1,2", 16, 0.0);
-  attach_adapters(model, alloc, 5);
+  auto f = mor::test::tiny_step_fixture();
+  auto& model = f.model;
   auto params = param_tensors(trainable_params(model));
-  model->train();
-  std::vector<TokenizedExample> ex(2);
-  ex[0].input_ids = {1, 5, 9, 33, 12, 7};
-  ex[0].labels = {-100, -100, 9, 33, 12, 7};
-  ex[1].input_ids = {1, 40, 41};
-  ex[1].labels = {1, 40, 41};
-  std::vector<const TokenizedExample*> batch{&ex[0], &ex[1]};
+  const auto batch = f.batch();
   for (bool ckpt : {false, true}) {
     for (auto& p : params) p.mutable_grad() = torch::Tensor();
     TrainStepOptions so;
