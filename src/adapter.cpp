@@ -158,7 +158,6 @@ LossParts compute_loss(LlamaForCausalLM& model, const torch::Tensor& logits, con
 }
 
 LossParts forward_loss(LlamaForCausalLM& model, const ForwardArgs& a, const torch::Tensor& labels, bool obalance) {
-  if (a.router_logits) a.router_logits->reserve(model->cfg.n_layer);  // as forward does
   auto hidden = model->forward_hidden(a);
   auto ce = lm_loss(hidden, model->lm_head_weight(), labels);
   static const RouterLogits none;

@@ -9,7 +9,6 @@
 #include <ATen/record_function.h>
 #include <torch/version.h>
 
-#include <cstring>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -23,19 +22,7 @@ namespace mor {
 namespace kern {
 namespace {
 
-// bf16 bits <-> float (round to nearest even, kernels_rows.h).
-inline float f_of(uint16_t b) {
-  const uint32_t u = uint32_t(b) << 16;
-  float r;
-  std::memcpy(&r, &u, sizeof r);
-  return r;
-}
-inline uint16_t bits_of_f(float v) {
-  const float r = round_bf16(v);
-  uint32_t u;
-  std::memcpy(&u, &r, sizeof u);
-  return uint16_t(u >> 16);
-}
+using c10::BFloat16;
 
 // Indexed by the bf16 bit pattern. silu: torch::silu's value. sig, second: silu_backward's two
 // factors, sigmoid = 1 / (1 + exp(-x)) and 1 + x (1 - sigmoid), with exp from LibTorch's kernel and
@@ -88,47 +75,46 @@ const SiluTables& silu_tables() {
   return t;
 }
 
-// __restrict__: the outputs are fresh tensors, so the loops vectorise without alias checks.
-MOR_CLONES void silu_mul_loop(const uint16_t* __restrict__ g, const uint16_t* __restrict__ u,
-                              uint16_t* __restrict__ out, int64_t n, const float* __restrict__ silu) {
-  for (int64_t i = 0; i < n; ++i) out[i] = bits_of_f(silu[g[i]] * f_of(u[i]));
+// __restrict__: the outputs are fresh tensors, so the loops vectorise without alias checks. The
+// tables are indexed by the bf16 bit pattern (.x).
+MOR_CLONES void silu_mul_loop(const BFloat16* __restrict__ g, const BFloat16* __restrict__ u,
+                              BFloat16* __restrict__ out, int64_t n, const float* __restrict__ silu) {
+  for (int64_t i = 0; i < n; ++i) out[i] = from_f<BFloat16>(silu[g[i].x] * to_f(u[i]));
 }
 
 // dg = silu_backward(round(d * u), g), du = d * silu(g); Inner: dy * sigmoid rounded (1.13).
 template <bool Inner>
-inline void silu_mul_backward_body(const uint16_t* __restrict__ d, const uint16_t* __restrict__ g,
-                                   const uint16_t* __restrict__ u, uint16_t* __restrict__ dg,
-                                   uint16_t* __restrict__ du, int64_t n, const float* __restrict__ silu,
+inline void silu_mul_backward_body(const BFloat16* __restrict__ d, const BFloat16* __restrict__ g,
+                                   const BFloat16* __restrict__ u, BFloat16* __restrict__ dg,
+                                   BFloat16* __restrict__ du, int64_t n, const float* __restrict__ silu,
                                    const float* __restrict__ sig, const float* __restrict__ second) {
   for (int64_t i = 0; i < n; ++i) {
-    const float dv = f_of(d[i]);
-    const uint16_t x = g[i];
-    du[i] = bits_of_f(dv * silu[x]);
-    const float ds = round_bf16(dv * f_of(u[i]));  // d * u is a bf16 tensor in the reference
+    const float dv = to_f(d[i]);
+    const uint16_t x = g[i].x;
+    du[i] = from_f<BFloat16>(dv * silu[x]);
+    const float ds = round_bf16(dv * to_f(u[i]));  // d * u is a bf16 tensor in the reference
     const float p = Inner ? round_bf16(ds * sig[x]) : ds * sig[x];
-    dg[i] = bits_of_f(p * second[x]);
+    dg[i] = from_f<BFloat16>(p * second[x]);
   }
 }
 
-MOR_CLONES void silu_mul_backward_loop(const uint16_t* d, const uint16_t* g, const uint16_t* u, uint16_t* dg,
-                                       uint16_t* du, int64_t n, const SiluTables* t) {
+MOR_CLONES void silu_mul_backward_loop(const BFloat16* d, const BFloat16* g, const BFloat16* u, BFloat16* dg,
+                                       BFloat16* du, int64_t n, const SiluTables* t) {
   if (t->round_inner)
     silu_mul_backward_body<true>(d, g, u, dg, du, n, t->silu.data(), t->sig.data(), t->second.data());
   else
     silu_mul_backward_body<false>(d, g, u, dg, du, n, t->silu.data(), t->sig.data(), t->second.data());
 }
 
-MOR_CLONES void scale_loop_bf16(const uint16_t* __restrict__ x, uint16_t* __restrict__ y, int64_t n, float m) {
-  for (int64_t i = 0; i < n; ++i) y[i] = bits_of_f(f_of(x[i]) * m);
+// y = x * m in T (m already rounded to T).
+template <typename T>
+inline void scale_body(const T* __restrict__ x, T* __restrict__ y, int64_t n, float m) {
+  for (int64_t i = 0; i < n; ++i) y[i] = from_f<T>(to_f(x[i]) * m);
 }
-
-MOR_CLONES void scale_loop_f32(const float* __restrict__ x, float* __restrict__ y, int64_t n, float m) {
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * m;
-}
+MOR_CLONES void scale_loop(const BFloat16* x, BFloat16* y, int64_t n, float m) { scale_body(x, y, n, m); }
+MOR_CLONES void scale_loop(const float* x, float* y, int64_t n, float m) { scale_body(x, y, n, m); }
 
 constexpr int64_t kGrain = int64_t(1) << 15;
-
-uint16_t* bits_of(torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<c10::BFloat16>()); }
 
 void check_bf16_pair(const torch::Tensor& a, const torch::Tensor& b, const char* what) {
   if (a.scalar_type() != torch::kBFloat16 || b.scalar_type() != torch::kBFloat16 || !a.device().is_cpu() ||
@@ -138,7 +124,20 @@ void check_bf16_pair(const torch::Tensor& a, const torch::Tensor& b, const char*
                              c10::toString(b.scalar_type()) + " " + c10::str(b.sizes()));
 }
 
-// y = x * mask without the mask (see scaled_dropout).
+// y = x * mask without the mask (see scaled_dropout), T = float or BFloat16.
+template <typename T>
+void scaled_copy_t(const torch::Tensor& x, torch::Tensor& y, const int64_t* ip, int64_t k, double scale) {
+  // The mask value as a T tensor filled with `scale` holds it: double -> float (-> bf16).
+  const float m = rnd<T>(float(scale));
+  const T* xp = x.data_ptr<T>();
+  T* yp = y.data_ptr<T>();
+  at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) { scale_loop(xp + b, yp + b, e - b, m); });
+  // x * 0 (signed zero, NaN kept); repeated indexes write the same value, so this splits across threads too.
+  at::parallel_for(0, k, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) yp[ip[j]] = from_f<T>(to_f(xp[ip[j]]) * 0.0f);
+  });
+}
+
 torch::Tensor scaled_copy(const torch::Tensor& x_in, const torch::Tensor& zero_index, double scale) {
   auto x = x_in.contiguous();
   auto y = torch::empty_like(x);
@@ -146,32 +145,11 @@ torch::Tensor scaled_copy(const torch::Tensor& x_in, const torch::Tensor& zero_i
   auto idx = zero_index.to(torch::kCPU, torch::kLong).contiguous();
   const int64_t* ip = idx.data_ptr<int64_t>();
   const int64_t k = idx.numel();
-  int64_t bad = -1;  // the first index outside [0, n); a branch-free scan first, as the check is rarely hit
-  uint64_t any = 0;
-  for (int64_t j = 0; j < k; ++j) any |= uint64_t(ip[j] < 0) | uint64_t(ip[j] >= n);
-  for (int64_t j = 0; any && j < k && bad < 0; ++j)
-    if (ip[j] < 0 || ip[j] >= n) bad = j;
-  if (bad >= 0)
-    throw std::runtime_error("scaled_dropout: index " + std::to_string(ip[bad]) + " outside [0, " + std::to_string(n) + ")");
-  if (x.scalar_type() == torch::kBFloat16) {
-    // The mask value as a bf16 tensor filled with `scale` holds it: double -> float -> bf16.
-    const float m = round_bf16(float(scale));
-    const uint16_t* xp = bits_of(x);
-    uint16_t* yp = bits_of(y);
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { scale_loop_bf16(xp + b, yp + b, e - b, m); });
-    // Repeated indexes write the same value, so the zeroing splits across threads too.
-    at::parallel_for(0, k, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) yp[ip[j]] = bits_of_f(f_of(xp[ip[j]]) * 0.0f);
-    });
-  } else {
-    const float m = float(scale);
-    const float* xp = x.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { scale_loop_f32(xp + b, yp + b, e - b, m); });
-    at::parallel_for(0, k, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) yp[ip[j]] = xp[ip[j]] * 0.0f;
-    });
-  }
+  for (int64_t j = 0; j < k; ++j)
+    if (ip[j] < 0 || ip[j] >= n)
+      throw std::runtime_error("scaled_dropout: index " + std::to_string(ip[j]) + " outside [0, " + std::to_string(n) + ")");
+  if (x.scalar_type() == torch::kBFloat16) scaled_copy_t<BFloat16>(x, y, ip, k, scale);
+  else scaled_copy_t<float>(x, y, ip, k, scale);
   return y;
 }
 
@@ -201,8 +179,8 @@ torch::Tensor silu_mul_bf16(const torch::Tensor& g_in, const torch::Tensor& u_in
   auto g = g_in.contiguous(), u = u_in.contiguous();
   auto out = torch::empty_like(g);
   const auto* silu = kern::silu_tables().silu.data();
-  const uint16_t *gp = kern::bits_of(g), *up = kern::bits_of(u);
-  uint16_t* op = kern::bits_of(out);
+  const auto *gp = g.data_ptr<c10::BFloat16>(), *up = u.data_ptr<c10::BFloat16>();
+  auto* op = out.data_ptr<c10::BFloat16>();
   at::parallel_for(0, g.numel(), kern::kGrain,
                    [&](int64_t b, int64_t e) { kern::silu_mul_loop(gp + b, up + b, op + b, e - b, silu); });
   return out;
@@ -216,8 +194,8 @@ std::pair<torch::Tensor, torch::Tensor> silu_mul_backward_bf16(const torch::Tens
   auto d = d_in.contiguous(), g = g_in.contiguous(), u = u_in.contiguous();
   auto dg = torch::empty_like(g), du = torch::empty_like(g);
   const auto* t = &kern::silu_tables();
-  const uint16_t *dp = kern::bits_of(d), *gp = kern::bits_of(g), *up = kern::bits_of(u);
-  uint16_t *dgp = kern::bits_of(dg), *dup = kern::bits_of(du);
+  const auto *dp = d.data_ptr<c10::BFloat16>(), *gp = g.data_ptr<c10::BFloat16>(), *up = u.data_ptr<c10::BFloat16>();
+  auto *dgp = dg.data_ptr<c10::BFloat16>(), *dup = du.data_ptr<c10::BFloat16>();
   at::parallel_for(0, g.numel(), kern::kGrain, [&](int64_t b, int64_t e) {
     kern::silu_mul_backward_loop(dp + b, gp + b, up + b, dgp + b, dup + b, e - b, t);
   });

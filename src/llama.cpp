@@ -318,7 +318,12 @@ torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
     auto pad = (a.attention_mask.to(device) == 0).view({B, 1, 1, S});
     ctx.mask = ctx.mask.defined() ? (ctx.mask | pad) : pad;
   }
-  if (a.router_logits) a.router_logits->clear();
+  if (a.router_logits) {
+    a.router_logits->clear();
+    // No reallocation while layers hold pointers to their entry (a checkpointed layer keeps it for
+    // the recomputation in backward).
+    a.router_logits->reserve(cfg.n_layer);
+  }
   auto h = model->embed_tokens->forward(ids);
   for (auto& layer : model->layer_list) {
     std::vector<torch::Tensor>* rl = nullptr;
@@ -344,7 +349,6 @@ torch::Tensor LlamaForCausalLMImpl::logits_from_hidden(const torch::Tensor& hidd
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward(const ForwardArgs& a) {
-  if (a.router_logits) a.router_logits->reserve(cfg.n_layer);
   return logits_from_hidden(forward_hidden(a));
 }
 

@@ -121,6 +121,18 @@ double router_z_loss_reference(const torch::Tensor& logits) {
 
 namespace {
 
+// B [O, R] with each expert's scaling lora_alpha / r_e folded into its columns, on the float32
+// parameter before the cast to the compute dtype dt.
+torch::Tensor scaled_lora_B(const torch::Tensor& lora_B, const ExpertSpec& spec, torch::Dtype dt) {
+  if (spec.uniform_rank()) return (lora_B * (spec.lora_alpha / double(spec.ranks.front()))).to(dt);
+  std::vector<float> col_scale;
+  col_scale.reserve(lora_B.size(1));
+  for (int64_t e = 0; e < spec.n_expert; ++e)
+    col_scale.insert(col_scale.end(), spec.ranks[e], float(spec.lora_alpha / spec.ranks[e]));
+  auto cs = torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(lora_B.device());
+  return (lora_B * cs).to(dt);
+}
+
 // Identity on a; the router's gradient is the exact zero a one-expert router gets in the reference.
 struct OneExpertRouterFn : public torch::autograd::Function<OneExpertRouterFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
@@ -140,8 +152,7 @@ torch::Tensor one_expert_forward(const torch::Tensor& x, const torch::Tensor& we
                                  const torch::Tensor& x_dropped, torch::Tensor* router_logits_out) {
   const auto dt = x.scalar_type();
   auto a = OneExpertRouterFn::apply(torch::mm(x_dropped.defined() ? x_dropped : x, lora_A.to(dt).t()), router);
-  auto bs = (lora_B * (spec.lora_alpha / double(spec.ranks.front()))).to(dt);
-  auto y = torch::addmm(torch::mm(x, weight.t()), a, bs.t());
+  auto y = torch::addmm(torch::mm(x, weight.t()), a, scaled_lora_B(lora_B, spec, dt).t());
   if (router_logits_out) {
     torch::NoGradGuard ng;
     *router_logits_out = torch::mm(x, router.to(dt).t());
@@ -181,18 +192,7 @@ torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& we
     auto ce = torch::tensor(col_expert, torch::TensorOptions().dtype(torch::kInt64)).to(x.device());
     a = a * gates.index_select(1, ce);
   }
-  // Scaling lora_alpha / r_e folded into B's columns, on the float32 parameter before the cast.
-  torch::Tensor bs;
-  if (spec.uniform_rank()) {
-    bs = (lora_B * (spec.lora_alpha / double(spec.ranks.front()))).to(dt);
-  } else {
-    std::vector<float> col_scale;
-    col_scale.reserve(R);
-    for (int64_t e = 0; e < E; ++e) col_scale.insert(col_scale.end(), spec.ranks[e], float(spec.lora_alpha / spec.ranks[e]));
-    auto cs = torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(x.device());
-    bs = (lora_B * cs).to(dt);
-  }
-  auto y = torch::addmm(torch::mm(x, weight.t()), a, bs.t());
+  auto y = torch::addmm(torch::mm(x, weight.t()), a, scaled_lora_B(lora_B, spec, dt).t());
   if (router_logits_out) *router_logits_out = logits;
   return y;
 }
