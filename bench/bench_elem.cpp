@@ -1,7 +1,10 @@
 // The element kernels of kernels_elem.h against the LibTorch ops they replace, interleaved in rounds:
 // SwiGLU forward and backward on the training shape's [4*256, 5632] bf16, and the dropout's scaled
-// copy (p 0.05) on [1024, 2048]. Prints medians in ms, G elements/s and the op/kernel ratio per round,
-// beside the read bandwidth measured in the same run.
+// copy (p 0.05) on [1024, 2048]; the decode attention read in place from a KV cache (kernels.h's
+// attention_cached) against the matmul -> attention_probs -> matmul it replaces, at B = 1 and 8 on
+// bench_eval's shape (16 heads of 64, 210 of 264 cache positions; one layer, 8 calls a timing).
+// Prints medians in ms, G elements/s and the op/kernel ratio per round, beside the read bandwidth
+// measured in the same run.
 // Usage: bench_elem [--threads 2] [--rounds 9]
 #include <cmath>
 #include <cstdlib>
@@ -9,6 +12,7 @@
 #include <string>
 
 #include "bench_common.h"
+#include "kernels.h"
 #include "kernels_elem.h"
 #include "runtime.h"
 
@@ -39,6 +43,27 @@ int main(int argc, char** argv) {
   auto d = (torch::randn({1024, 5632}) * 1e-3).to(torch::kBFloat16);
   auto x = torch::randn({1024, 2048}).to(torch::kBFloat16);
   auto idx = torch::randint(x.numel(), {int64_t(x.numel() * 0.0513)}, torch::kInt64);
+  // Decode attention: q [B, 16, 1, 64] against the first 210 positions of a [B, 16, 264, 64] cache.
+  struct Cache {
+    torch::Tensor q, k, v, mask;
+  };
+  auto cache_of = [](int64_t B) {
+    auto kc = torch::randn({B, 16, 264, 64}).to(torch::kBFloat16), vc = torch::randn({B, 16, 264, 64}).to(torch::kBFloat16);
+    auto mask = torch::zeros({B, 1, 1, 210}, torch::kBool);
+    mask.narrow(-1, 0, 7).fill_(true);  // left padding, as a batch of uneven prompts has
+    return Cache{torch::randn({B, 1, 16, 64}).to(torch::kBFloat16).transpose(1, 2), kc.narrow(2, 0, 210),
+                 vc.narrow(2, 0, 210), mask};
+  };
+  const Cache c1 = cache_of(1), c8 = cache_of(8);
+  auto attn_ops = [](const Cache& c) {  // llama.cpp's general path
+    for (int i = 0; i < 8; ++i) {
+      auto p = mor::attention_probs(torch::matmul(c.q, c.k.transpose(2, 3)), c.mask, 8.0);
+      (void)torch::matmul(p, c.v);
+    }
+  };
+  auto attn_kernel = [](const Cache& c) {
+    for (int i = 0; i < 8; ++i) (void)mor::attention_cached(c.q, c.k, c.v, c.mask, 8.0);
+  };
   const double bw = bench::read_bandwidth();
   std::printf("bench_elem: threads %d, %d rounds; read bandwidth %.1f GB/s\n", torch::get_num_threads(), rounds, bw / 1e9);
   struct Case {
@@ -58,6 +83,8 @@ int main(int argc, char** argv) {
        [&] { mor::silu_mul_backward_bf16(d, g, u); }},
       {"dropout p=0.05", x.numel(), [&] { mor::scaled_dropout_reference(x, idx, 1 / 0.95); },
        [&] { mor::scaled_dropout(x, idx, 1 / 0.95); }},
+      {"decode attention B=1", c1.k.numel() * 2, [&] { attn_ops(c1); }, [&] { attn_kernel(c1); }},
+      {"decode attention B=8", c8.k.numel() * 2, [&] { attn_ops(c8); }, [&] { attn_kernel(c8); }},
   };
   for (auto& c : cases) {
     std::vector<double> op, ker, ratio;

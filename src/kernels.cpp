@@ -17,8 +17,15 @@
 #include <string>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <numeric>
 #include <stdexcept>
 #include <type_traits>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace mor {
 
@@ -140,6 +147,15 @@ MOR_CLONES void softmax_grad_row(float* g, const float* p, float dot, float div,
 MOR_CLONES void load_row_bf16(const c10::BFloat16* src, float* dst, int64_t n) { kern::load_row(src, dst, n); }
 MOR_CLONES void store_row_bf16(const float* src, c10::BFloat16* dst, int64_t n) { kern::store_row(src, dst, n); }
 
+// acc[j] += a * x[j] (the float32 sum of a probability-weighted value row).
+MOR_CLONES void axpy_row(float* acc, float a, const float* x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] += a * x[j];
+}
+
+MOR_CLONES void round_row_bf16(float* x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) x[j] = kern::round_bf16(x[j]);
+}
+
 template <typename T>
 void load_any(const T* src, float* dst, int64_t n) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) load_row_bf16(src, dst, n);
@@ -156,7 +172,43 @@ double finfo_lowest(torch::ScalarType dt) {
                                 : static_cast<double>(std::numeric_limits<float>::lowest());
 }
 
+// The divisor that the reference's `scores / divisor` applies to a tensor of dtype dt, asked of
+// LibTorch once per value: 1.13 casts the scalar to bf16 first (sqrt(128) = 11.3137 divides as
+// 11.3125), 2.x divides by it in float32. The probe divides every finite bf16 value both ways.
+float applied_divisor(double d, torch::ScalarType dt) {
+  const float as_float = static_cast<float>(d);
+  const float narrowed = kern::round_bf16(as_float);
+  if (dt != torch::kBFloat16 || narrowed == as_float) return as_float;
+  static std::mutex mu;
+  static std::map<double, float> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = seen.find(d); it != seen.end()) return it->second;
+  torch::NoGradGuard ng;
+  std::vector<uint16_t> bits(65536);
+  std::iota(bits.begin(), bits.end(), uint16_t{0});
+  auto probe = torch::from_blob(bits.data(), {65536}, torch::kBFloat16).clone();
+  probe = probe.masked_select(torch::isfinite(probe));
+  auto want = (probe.to(torch::kFloat32) / narrowed).to(torch::kBFloat16);
+  const float applied = torch::equal(probe / d, want) ? narrowed : as_float;
+  seen.emplace(d, applied);
+  return applied;
+}
+
 // ---- typed kernels ----
+
+// Mask strides of a bool mask broadcast to [B, H, T, S] (all zero and a null base when undefined).
+struct MaskView {
+  torch::Tensor held;
+  const bool* base = nullptr;
+  int64_t sb = 0, sh = 0, st = 0, ss = 0;
+  MaskView(const torch::Tensor& mask, torch::IntArrayRef sizes) {
+    if (!mask.defined()) return;
+    held = mask.to(torch::kBool).expand(sizes);
+    base = held.data_ptr<bool>();
+    sb = held.stride(0), sh = held.stride(1), st = held.stride(2), ss = held.stride(3);
+  }
+  const bool* row(int64_t b, int64_t h, int64_t t) const { return base + b * sb + h * sh + t * st; }
+};
 
 // Rows of scores [B, H, T, S] -> probabilities: out (T, may alias in) and, when p32 is non-null,
 // the float32 probabilities (what the reference's softmax saves for backward).
@@ -165,15 +217,8 @@ void attention_probs_impl(const torch::Tensor& scores, const torch::Tensor& mask
   const int64_t S = scores.size(3), H = scores.size(1), Tq = scores.size(2);
   const int64_t rows = scores.numel() / std::max<int64_t>(S, 1);
   const T* base = scores.data_ptr<T>();
-  const bool* mbase = nullptr;
-  int64_t msb = 0, msh = 0, mst = 0, mss = 0;
-  torch::Tensor me;
-  if (mask.defined()) {
-    me = mask.to(torch::kBool).expand(scores.sizes());
-    mbase = me.data_ptr<bool>();
-    msb = me.stride(0), msh = me.stride(1), mst = me.stride(2), mss = me.stride(3);
-  }
-  const float div = static_cast<float>(divisor);
+  const MaskView mv(mask, scores.sizes());
+  const float div = applied_divisor(divisor, scores.scalar_type());
   const float fill = static_cast<float>(finfo_lowest(scores.scalar_type()));
   constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
   at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
@@ -182,10 +227,7 @@ void attention_probs_impl(const torch::Tensor& scores, const torch::Tensor& mask
       float* x = p32 ? p32 + r * S : buf.data();
       load_any(base + r * S, x, S);
       scale_row(x, S, div, bf16);
-      if (mbase) {
-        const int64_t b = r / (H * Tq), h = (r / Tq) % H, t = r % Tq;
-        mask_row(x, mbase + b * msb + h * msh + t * mst, mss, S, fill);
-      }
+      if (mv.base) mask_row(x, mv.row(r / (H * Tq), (r / Tq) % H, r % Tq), mv.ss, S, fill);
       const float mx = row_max(x, S);
       const float inv = 1.0f / exp_sub_sum(x, S, mx);
       mul_row(x, S, inv);
@@ -202,15 +244,8 @@ void attention_probs_backward_impl(const torch::Tensor& grad, const float* p32, 
   const int64_t S = grad.size(3), H = grad.size(1), Tq = grad.size(2);
   const int64_t rows = grad.numel() / std::max<int64_t>(S, 1);
   const T* gbase = grad.data_ptr<T>();
-  const bool* mbase = nullptr;
-  int64_t msb = 0, msh = 0, mst = 0, mss = 0;
-  torch::Tensor me;
-  if (mask.defined()) {
-    me = mask.to(torch::kBool).expand(grad.sizes());
-    mbase = me.data_ptr<bool>();
-    msb = me.stride(0), msh = me.stride(1), mst = me.stride(2), mss = me.stride(3);
-  }
-  const float div = static_cast<float>(divisor);
+  const MaskView mv(mask, grad.sizes());
+  const float div = applied_divisor(divisor, grad.scalar_type());
   constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
   at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
     std::vector<float> g(S);
@@ -219,11 +254,106 @@ void attention_probs_backward_impl(const torch::Tensor& grad, const float* p32, 
       load_any(gbase + r * S, g.data(), S);
       const float dot = kern::dot_row(g.data(), p, S);
       softmax_grad_row(g.data(), p, dot, div, S, bf16);
-      if (mbase) {
-        const int64_t b = r / (H * Tq), h = (r / Tq) % H, t = r % Tq;
-        mask_row(g.data(), mbase + b * msb + h * msh + t * mst, mss, S, 0.0f);
-      }
+      if (mv.base) mask_row(g.data(), mv.row(r / (H * Tq), (r / Tq) % H, r % Tq), mv.ss, S, 0.0f);
       store_any(g.data(), gin + r * S, S);
+    }
+  });
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MOR_AVX512 __attribute__((target("avx512f")))
+bool cpu_has_avx512f() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+// 16 values of T as float lanes (bf16: widened and shifted, exact).
+template <typename T>
+MOR_AVX512 inline __m512 load16(const T* p) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>)
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  else return _mm512_loadu_ps(p);
+}
+// x[s] = q . k_s for S keys of D = 16 nc values read in place (row stride ks): one 16-lane FMA
+// chain per key, its lanes summed by a shuffle tree (a per-key horizontal sum in plain C++ is a
+// 16-add serial chain, which made this kernel compute-bound).
+template <typename T>
+MOR_AVX512 void scores_avx512(const float* q, const T* k, int64_t ks, int64_t S, int64_t nc, float* x) {
+  for (int64_t s = 0; s < S; ++s) {
+    const T* kr = k + s * ks;
+    __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q), load16(kr));
+    for (int64_t c = 1; c < nc; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * c), load16(kr + 16 * c), acc);
+    x[s] = _mm512_reduce_add_ps(acc);
+  }
+}
+// out[d] = sum_s p[s] v_s[d] for D = 16 nc <= 256 values (row stride vs), held in registers.
+template <typename T>
+MOR_AVX512 void weighted_sum_avx512(const float* p, const T* v, int64_t vs, int64_t S, int64_t nc, float* out) {
+  __m512 acc[16];
+  for (int64_t c = 0; c < nc; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t s = 0; s < S; ++s) {
+    const __m512 ps = _mm512_set1_ps(p[s]);
+    for (int64_t c = 0; c < nc; ++c) acc[c] = _mm512_fmadd_ps(ps, load16(v + s * vs + 16 * c), acc[c]);
+  }
+  for (int64_t c = 0; c < nc; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
+}
+#else
+bool cpu_has_avx512f() { return false; }
+template <typename T>
+void scores_avx512(const float*, const T*, int64_t, int64_t, int64_t, float*) {}
+template <typename T>
+void weighted_sum_avx512(const float*, const T*, int64_t, int64_t, int64_t, float*) {}
+#endif
+
+// One task per (batch row, kv head): its S keys and values are loaded to float once and serve the
+// G query heads of the group and their T rows. Per row, as matmul -> attention_probs -> matmul:
+// scores rounded to T, then scale, mask, float32 softmax, probabilities rounded to T, then the
+// float32 sum over the values rounded once.
+template <typename T>
+void attention_cached_impl(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                           const torch::Tensor& mask, double divisor, torch::Tensor& out) {
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3);
+  const int64_t Hkv = k.size(1), S = k.size(2), G = H / Hkv;
+  const MaskView mv(mask, {B, H, Tq, S});
+  const T* qb = q.data_ptr<T>();
+  const T* kb = k.data_ptr<T>();
+  const T* vb = v.data_ptr<T>();
+  T* ob = out.data_ptr<T>();
+  const float div = applied_divisor(divisor, q.scalar_type());
+  const float fill = static_cast<float>(finfo_lowest(q.scalar_type()));
+  constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
+  // AVX-512: keys and values read in place; otherwise loaded to float rows first.
+  const bool vec = cpu_has_avx512f() && D % 16 == 0 && D <= 256;
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> kf(vec ? 0 : S * D), vf(vec ? 0 : S * D), qf(D), x(S), acc(D);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / Hkv, kv = task % Hkv;
+      const T* kt = kb + b * k.stride(0) + kv * k.stride(1);
+      const T* vt = vb + b * v.stride(0) + kv * v.stride(1);
+      for (int64_t s = 0; s < S && !vec; ++s) {
+        load_any(kt + s * k.stride(2), kf.data() + s * D, D);
+        load_any(vt + s * v.stride(2), vf.data() + s * D, D);
+      }
+      for (int64_t h = kv * G; h < (kv + 1) * G; ++h)
+        for (int64_t t = 0; t < Tq; ++t) {
+          load_any(qb + b * q.stride(0) + h * q.stride(1) + t * q.stride(2), qf.data(), D);
+          if (vec) scores_avx512(qf.data(), kt, k.stride(2), S, D / 16, x.data());
+          else
+            for (int64_t s = 0; s < S; ++s) x[s] = kern::dot_row(qf.data(), kf.data() + s * D, D);
+          if (bf16) round_row_bf16(x.data(), S);
+          scale_row(x.data(), S, div, bf16);
+          if (mv.base) mask_row(x.data(), mv.row(b, h, t), mv.ss, S, fill);
+          const float mx = row_max(x.data(), S);
+          mul_row(x.data(), S, 1.0f / exp_sub_sum(x.data(), S, mx));
+          if (bf16) round_row_bf16(x.data(), S);
+          if (vec) {
+            weighted_sum_avx512(x.data(), vt, v.stride(2), S, D / 16, acc.data());
+          } else {
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            for (int64_t s = 0; s < S; ++s) axpy_row(acc.data(), x[s], vf.data() + s * D, D);
+          }
+          store_any(acc.data(), ob + ((b * H + h) * Tq + t) * D, D);
+        }
     }
   });
 }
@@ -321,6 +451,31 @@ torch::Tensor attention_probs(torch::Tensor scores, const torch::Tensor& mask, d
     attention_probs_impl<c10::BFloat16>(scores, mask, divisor, scores.data_ptr<c10::BFloat16>(), nullptr);
   else attention_probs_impl<float>(scores, mask, divisor, scores.data_ptr<float>(), nullptr);
   return scores;
+}
+
+torch::Tensor attention_cached_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                         const torch::Tensor& mask, double divisor) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), Hkv = k.size(1), S = k.size(2);
+  auto qg = q.reshape({B, Hkv, H / Hkv * T, D});
+  auto probs = attention_probs_reference(torch::matmul(qg, k.transpose(2, 3)).view({B, H, T, S}), mask, divisor);
+  return torch::matmul(probs.view({B, Hkv, H / Hkv * T, S}), v).view({B, H, T, D});
+}
+
+torch::Tensor attention_cached(const torch::Tensor& q_in, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& mask, double divisor) {
+  RECORD_FUNCTION("mor::attn_cached", std::vector<c10::IValue>({q_in}));
+  check_kernel_dtype(q_in, "attention_cached");
+  if (q_in.dim() != 4 || k.dim() != 4 || v.sizes() != k.sizes() || k.size(0) != q_in.size(0) ||
+      k.size(3) != q_in.size(3) || k.size(1) < 1 || q_in.size(1) % k.size(1) != 0 ||
+      k.scalar_type() != q_in.scalar_type() || v.scalar_type() != q_in.scalar_type())
+    throw std::runtime_error("attention_cached: q must be [B, H, T, D], k and v [B, Hkv, S, D] of q's dtype, H a multiple of Hkv");
+  auto q = q_in.stride(3) == 1 ? q_in : q_in.contiguous();
+  auto kc = k.stride(3) == 1 ? k : k.contiguous();
+  auto vc = v.stride(3) == 1 ? v : v.contiguous();
+  auto out = torch::empty(q.sizes(), q.options().memory_format(torch::MemoryFormat::Contiguous));
+  if (q.scalar_type() == torch::kBFloat16) attention_cached_impl<c10::BFloat16>(q, kc, vc, mask, divisor, out);
+  else attention_cached_impl<float>(q, kc, vc, mask, divisor, out);
+  return out;
 }
 
 torch::Tensor silu_mul(const torch::Tensor& g_in, const torch::Tensor& u_in) {

@@ -29,6 +29,17 @@ bool fused_ok(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor attention_probs(torch::Tensor scores, const torch::Tensor& mask, double divisor);
 torch::Tensor attention_probs_reference(const torch::Tensor& scores, const torch::Tensor& mask, double divisor);
 
+// softmax(masked(q k^T / divisor)) v for inference, reading k and v in place: narrowed views of
+// a KV cache, which the batched matmul would first copy whole. q [B, H, T, D]; k, v [B, Hkv, S, D]
+// (query head h attends kv head h / (H / Hkv), HF's repeat_kv order); mask as for attention_probs.
+// The reference is matmul -> attention_probs_reference -> matmul with the same rounding points
+// (scores and probabilities rounded to the dtype, float32 sums); only the order of the sums differs.
+// Meant for decode (small T): the scores are plain dot products, not a GEMM. Returns [B, H, T, D].
+torch::Tensor attention_cached(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& mask, double divisor);
+torch::Tensor attention_cached_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                         const torch::Tensor& mask, double divisor);
+
 // silu(g) * u, g and u of one shape (compute dtype): LibTorch's silu and an in-place mul.
 torch::Tensor silu_mul(const torch::Tensor& g, const torch::Tensor& u);
 torch::Tensor silu_mul_reference(const torch::Tensor& g, const torch::Tensor& u);

@@ -165,6 +165,34 @@ static MolaLinear table_linear(const ModelConfig& c, const std::string& name, to
   return MolaLinear(in, out, dtype, device, p.bias);
 }
 
+// softmax(q K^T / sqrt(D), masked) V through the batched matmuls: q [B, H, T, D], K/V [B, Hkv, S, D]
+// -> [B, H, T, D]. Inference: the fused softmax of kernels.h; training: its autograd kernel;
+// otherwise (other dtypes, MOR_FUSED=0) the reference's op sequence.
+static torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V,
+                            const torch::Tensor& mask, bool infer, torch::ScalarType dt) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), Hkv = K.size(1), G = H / Hkv;
+  const int64_t S = K.size(2);
+  // Query heads h = kv*G + g share kv head `kv` (HF repeat_kv order): group them along the row axis
+  // so k/v are never repeated: [B, Hkv, G*T, D] x [B, Hkv, D, S].
+  auto qg = q.reshape({B, Hkv, G * T, D});
+  auto scores = torch::matmul(qg, K.transpose(2, 3));
+  torch::Tensor probs;
+  if (infer && fused_ok(scores) && scores.scalar_type() == dt) {
+    // scale, mask, float32 softmax and the cast back in one pass over the scores
+    probs = attention_probs(scores.view({B, H, T, S}), mask, std::sqrt(static_cast<double>(D)));
+  } else if (kernel_ok(scores) && scores.scalar_type() == dt) {
+    probs = attention_probs_train(scores.view({B, H, T, S}), mask, std::sqrt(static_cast<double>(D)));
+  } else {
+    scores.div_(std::sqrt(static_cast<double>(D)));
+    scores = scores.view({B, H, T, S});
+    if (mask.defined()) scores.masked_fill_(mask, finfo_min(scores.scalar_type()));
+    // Softmax in float32 as HF does (float64 stays float64: its finfo.min would overflow to -inf).
+    const auto sm_dtype = scores.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+    probs = torch::softmax(scores, -1, sm_dtype).to(dt);
+  }
+  return torch::matmul(probs.view({B, Hkv, G * T, S}), V).view({B, H, T, D});
+}
+
 LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, torch::Dtype dtype, torch::Device device) : cfg(c) {
   q_proj = register_module("q_proj", table_linear(c, "q_proj", dtype, device));
   k_proj = register_module("k_proj", table_linear(c, "k_proj", dtype, device));
@@ -175,7 +203,7 @@ LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, torch::Dtype dtype,
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, KVCache* cache,
                                           int64_t il, std::vector<torch::Tensor>* rl) {
   const int64_t B = x.size(0), T = x.size(1);
-  const int64_t H = cfg.n_head, Hkv = cfg.n_head_kv, D = cfg.head_dim(), G = H / Hkv;
+  const int64_t H = cfg.n_head, Hkv = cfg.n_head_kv, D = cfg.head_dim();
   // Inference (eval mode, nothing needs a gradient): the fused kernels of kernels.h, same rounding
   // points; training mode: the autograd kernels (kernels_train.h, and the softmax's in kernels.h).
   const bool infer = !is_training();
@@ -200,27 +228,12 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
     K = cache->k[il].narrow(2, 0, ctx.past + T);
     V = cache->v[il].narrow(2, 0, ctx.past + T);
   }
-  const int64_t S = K.size(2);
-  // Query heads h = kv*G + g share kv head `kv` (HF repeat_kv order): group them along the row axis
-  // so k/v are never repeated: [B, Hkv, G*T, D] x [B, Hkv, D, S].
-  auto qg = q.reshape({B, Hkv, G * T, D});
-  auto scores = torch::matmul(qg, K.transpose(2, 3));
-  torch::Tensor probs;
-  if (infer && fused_ok(scores) && scores.scalar_type() == x.scalar_type()) {
-    // scale, mask, float32 softmax and the cast back in one pass over the scores
-    probs = attention_probs(scores.view({B, H, T, S}), ctx.mask, std::sqrt(static_cast<double>(D)));
-  } else if (kernel_ok(scores) && scores.scalar_type() == x.scalar_type()) {
-    probs = attention_probs_train(scores.view({B, H, T, S}), ctx.mask, std::sqrt(static_cast<double>(D)));
-  } else {
-    scores.div_(std::sqrt(static_cast<double>(D)));
-    scores = scores.view({B, H, T, S});
-    if (ctx.mask.defined()) scores.masked_fill_(ctx.mask, finfo_min(scores.scalar_type()));
-    // Softmax in float32 as HF does (float64 stays float64: its finfo.min would overflow to -inf).
-    const auto sm_dtype = scores.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-    probs = torch::softmax(scores, -1, sm_dtype).to(x.scalar_type());
-  }
-  auto out = torch::matmul(probs.view({B, Hkv, G * T, S}), V);  // [B, Hkv, G*T, D]
-  out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+  // Decode: the cache's narrowed K/V read in place (the matmuls would copy them whole each step).
+  const bool in_place = infer && cache && T <= 4 && fused_ok(q) && q.scalar_type() == x.scalar_type() &&
+                        K.scalar_type() == q.scalar_type();
+  auto out = in_place ? attention_cached(q, K, V, ctx.mask, std::sqrt(static_cast<double>(D)))
+                      : attend(q, K, V, ctx.mask, infer, x.scalar_type());  // [B, H, T, D]
+  out = out.transpose(1, 2).reshape({B, T, H * D});
   return o_proj->forward(out, rl);
 }
 

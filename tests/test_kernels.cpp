@@ -63,10 +63,13 @@ TEST(Kernels, AttentionProbsMatchReference) {
   const int64_t B = 2, H = 3, T = 5, past = 2, S = past + T;
   auto mask = causal_pad_mask(B, T, past, 4);  // row 1, query 0 (key 2) sees pads 0..3 and key 3+: not all masked
   mask.select(0, 1).select(1, 0).fill_(true);   // an all-masked query row: uniform in the reference
+  // sqrt(128), head_dim 128's divisor, is not a bf16 value: LibTorch 1.13 divides bf16 by its
+  // bf16 rounding (11.3125), and the kernel must too (with the float divisor 1/3 of the values differ).
+  for (double div : {8.0, std::sqrt(128.0)})
   for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
     auto scores = (torch::randn({B, H, T, S}) * 6).to(dt);
-    auto want = attention_probs_reference(scores, mask, 8.0);
-    auto got = attention_probs(scores.clone(), mask, 8.0);
+    auto want = attention_probs_reference(scores, mask, div);
+    auto got = attention_probs(scores.clone(), mask, div);
     if (dt == torch::kFloat32) expect_close_f32(got, want);
     else expect_bf16_rounding(got, want, 0.95);
     // the all-masked row is uniform; masked keys of other rows get exactly 0
@@ -77,6 +80,50 @@ TEST(Kernels, AttentionProbsMatchReference) {
   // No mask, a long row (vector loop plus tail), a divisor that is not a power of two.
   auto s = torch::randn({1, 2, 3, 333}) * 20;
   expect_close_f32(attention_probs(s.clone(), {}, std::sqrt(128.0)), attention_probs_reference(s, {}, std::sqrt(128.0)));
+  auto sb = (torch::randn({2, 4, 3, 333}) * 4).to(torch::kBFloat16);
+  expect_bf16_rounding(attention_probs(sb.clone(), {}, std::sqrt(128.0)), attention_probs_reference(sb, {}, std::sqrt(128.0)),
+                       0.99);
+}
+
+// Decode attention read in place from narrowed cache views, grouped query heads (H = 3 Hkv),
+// against matmul -> softmax -> matmul; one and three query rows, left padding, an all-masked row,
+// head dims with and without a tail beyond 16-lane chunks.
+TEST(Kernels, AttentionCachedMatchesReference) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(11);
+  const int64_t B = 2, Hkv = 2, H = 6, cap = 50, past = 21;
+  for (int64_t D : {40, 64})  // the portable loops; the AVX-512 one (whole 16-lane chunks)
+  for (int64_t T : {1, 3})
+    for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+      const int64_t S = past + T;
+      auto kc = torch::randn({B, Hkv, cap, D}).to(dt), vc = torch::randn({B, Hkv, cap, D}).to(dt);
+      auto k = kc.narrow(2, 0, S), v = vc.narrow(2, 0, S);
+      auto q = torch::randn({B, T, H, D}).to(dt).transpose(1, 2);  // the projection layout's view
+      auto mask = causal_pad_mask(B, T, past, 5);
+      mask.select(0, 1).select(1, 0).fill_(true);  // all masked: uniform weights in both
+      auto want = attention_cached_reference(q, k, v, mask, std::sqrt(double(D)));
+      auto got = attention_cached(q, k, v, mask, std::sqrt(double(D)));
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{B, H, T, D}));
+      if (dt == torch::kFloat32) {
+        expect_close_f32(got, want);
+      } else {
+        // Bitwise equal on this data; the float32 sums run in another order than the GEMMs', so
+        // elsewhere a score can round one bf16 step apart.
+        expect_bf16_rounding(got, want, 0.99, 1.0);
+        auto exact = attention_cached_reference(q.to(torch::kFloat64), k.to(torch::kFloat64), v.to(torch::kFloat64),
+                                                mask, std::sqrt(double(D)));
+        const double err_got = (got.to(torch::kFloat64) - exact).abs().max().item<double>();
+        const double err_ref = (want.to(torch::kFloat64) - exact).abs().max().item<double>();
+        EXPECT_LE(err_got, 1.5 * err_ref + 1e-3) << "kernel " << err_got << " vs reference " << err_ref;
+      }
+      // no mask at all: the unmasked reference
+      auto q1 = q.narrow(2, 0, 1);
+      auto g1 = attention_cached(q1, k, v, {}, 8.0), w1 = attention_cached_reference(q1, k, v, {}, 8.0);
+      if (dt == torch::kFloat32) expect_close_f32(g1, w1);
+      else expect_bf16_rounding(g1, w1, 0.99, 1.0);
+    }
+  auto q = torch::randn({1, 3, 1, 8}), k = torch::randn({1, 2, 4, 8});
+  EXPECT_THROW(attention_cached(q, k, k, {}, 1.0), std::runtime_error);  // 3 heads over 2 kv heads
 }
 
 TEST(Kernels, SiluMulMatchesReference) {
@@ -153,12 +200,13 @@ TEST(Kernels, AttentionProbsBackwardMatchesReference) {
   const int64_t B = 2, H = 2, T = 4, past = 1, S = past + T;
   auto mask = causal_pad_mask(B, T, past, 3);
   mask.select(0, 1).select(1, 0).fill_(true);  // an all-masked row: its gradient is zero (masked_fill)
+  for (double div : {8.0, std::sqrt(128.0)})
   for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
     auto s0 = (torch::randn({B, H, T, S}) * 4).to(dt);
     auto up = torch::randn({B, H, T, S}).to(dt);
     auto a = s0.clone().requires_grad_(true), b = s0.clone().requires_grad_(true);
-    auto pa = attention_probs_train(a, mask, 8.0);
-    auto pb = attention_probs_reference(b, mask, 8.0);
+    auto pa = attention_probs_train(a, mask, div);
+    auto pb = attention_probs_reference(b, mask, div);
     (pa * up).sum().backward();
     (pb * up).sum().backward();
     if (dt == torch::kFloat32) {
@@ -273,4 +321,3 @@ TEST(Kernels, FusedAndOpPathsAgreeWithAdapters) {
     EXPECT_LT(((after - after_off).abs().max() / after_off.abs().max()).item<double>(), dt == torch::kFloat32 ? 1e-5 : 2e-2);
   }
 }
-
