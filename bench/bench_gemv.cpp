@@ -1,7 +1,9 @@
 // Skinny bf16 GEMM y = x W^T at the decode shapes of bench_eval's model (hidden 1024, kv 256,
 // intermediate 2816, vocab 32000), M = 1..8 rows: torch::mm (oneDNN) against gemv_bf16 (gemv.h),
 // interleaved in rounds on the same cold-ish weights; prints the weight-read GB/s of each and the
-// mm/gemv time ratio as medians with the per-round values.
+// mm/gemv time ratio as medians with the per-round values; and the LoRA B update of decode rows
+// (acc += a B^T, rank R 16 and 64, O = 1024 and 2816): addmm_, the row kernel with accumulate
+// (gemv_bf16 on B [O, R]) and the column kernel (add_low_rank_nograd_ on B^T), in us per call.
 // Usage: bench_gemv [--threads 2] [--rounds 7] [--ms 1,2,4,8]
 #include <cstdlib>
 #include <map>
@@ -62,6 +64,33 @@ int main(int argc, char** argv) {
         s[std::string(key) + " gemv GB/s"].push_back(bytes / t_gv / 1e9);
         s[std::string(key) + " mm/gemv time"].push_back(t_mm / t_gv);
       }
+  // The low-rank update: 56 calls a decode step at bench_eval's MoLA shape.
+  for (int r = -1; r < rounds; ++r)
+    for (int64_t M : ms)
+      for (int64_t R : {16, 64})
+        for (int64_t O : {1024, 2816}) {
+          auto a = torch::randn({M, R}).to(torch::kBFloat16), b = (torch::randn({O, R}) * 0.05).to(torch::kBFloat16);
+          auto bt = b.t().contiguous();
+          auto acc = torch::randn({M, O}).to(torch::kBFloat16);
+          const int reps = 50;
+          double t[3] = {0, 0, 0};
+          for (int which : {0, 1, 2}) {
+            auto t0 = Clock::now();
+            for (int i = 0; i < reps; ++i) {
+              if (which == 0) acc.addmm_(a, b.t());
+              else if (which == 1) gemv_bf16(a, b, acc);
+              else add_low_rank_nograd_(acc, a, b, bt);
+            }
+            t[which] = seconds_since(t0) / reps * 1e6;
+          }
+          if (r < 0) continue;
+          char key[96];
+          std::snprintf(key, sizeof key, "low-rank M=%lld R=%lld O=%lld", (long long)M, (long long)R, (long long)O);
+          s[std::string(key) + " us addmm_"].push_back(t[0]);
+          s[std::string(key) + " us row kernel"].push_back(t[1]);
+          s[std::string(key) + " us column kernel"].push_back(t[2]);
+          s[std::string(key) + " row/column time"].push_back(t[1] / t[2]);
+        }
   std::printf("read bandwidth %.1f GB/s\n", bench::read_bandwidth() / 1e9);
   for (const auto& [k, v] : s) bench::print_row(k, v, "");
   return 0;

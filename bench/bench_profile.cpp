@@ -68,6 +68,7 @@ std::string category_of_op(const std::string& n, const std::vector<std::vector<i
     if (x.size() == 2 && w.size() == 2 && (x[1] <= 128 || w[0] <= 128)) return "adapter GEMM";
     return "base GEMM";
   }
+  if (n == "mor::low_rank") return "adapter GEMM";  // gemv.h's B update of decode rows
   if (n == "aten::bmm" || n == "aten::baddbmm" || has(n, "mor::attn") || has(n, "SoftmaxBackward") || n == "aten::masked_fill_" ||
       n == "aten::masked_fill")
     return "attention";

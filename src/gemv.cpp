@@ -12,6 +12,7 @@
 #include <string>
 
 #include "kernels.h"
+#include "kernels_rows.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // GCC 12's AVX-512 headers pass an intentionally undefined register to the shuffles' masked
@@ -201,11 +202,63 @@ torch::Tensor linear_nograd(const torch::Tensor& x, const torch::Tensor& w) {
   return torch::matmul(x, w.t());
 }
 
-torch::Tensor& addmm_nograd_(torch::Tensor& acc, const torch::Tensor& x, const torch::Tensor& w) {
-  if (acc.is_contiguous() && acc.scalar_type() == torch::kBFloat16 && gemv_ok(x, w) &&
-      gemv_pays(x.size(0), w.size(0), x.size(1)))
-    gemv_bf16(x, w, acc);
-  else acc.addmm_(x.is_contiguous() ? x : x.contiguous(), w.t());
+namespace {
+
+constexpr int64_t kLowRankChunk = 256;  // output columns per task: R x 256 of bt stays in L1/L2
+
+// Columns [n0, n1) of every row: sum[j] = sum_r a[m, r] bt[r, n0 + j] in float32, then
+// acc[m, n0 + j] = round(acc + sum).
+template <typename T>
+inline __attribute__((always_inline)) void low_rank_cols(T* acc, const T* a, int64_t lda, const T* bt, int64_t M,
+                                                         int64_t R, int64_t O, int64_t n0, int64_t n1) {
+  float sum[kLowRankChunk];
+  const int64_t w = n1 - n0;
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t j = 0; j < w; ++j) sum[j] = 0.0f;
+    for (int64_t r = 0; r < R; ++r) {
+      const float ar = kern::to_f(a[m * lda + r]);
+      const T* row = bt + r * O + n0;
+      for (int64_t j = 0; j < w; ++j) sum[j] += ar * kern::to_f(row[j]);
+    }
+    T* out = acc + m * O + n0;
+    for (int64_t j = 0; j < w; ++j) out[j] = kern::from_f<T>(kern::to_f(out[j]) + sum[j]);
+  }
+}
+
+MOR_CLONES void low_rank_cols_bf16(c10::BFloat16* acc, const c10::BFloat16* a, int64_t lda, const c10::BFloat16* bt,
+                                   int64_t M, int64_t R, int64_t O, int64_t n0, int64_t n1) {
+  low_rank_cols(acc, a, lda, bt, M, R, O, n0, n1);
+}
+MOR_CLONES void low_rank_cols_f32(float* acc, const float* a, int64_t lda, const float* bt, int64_t M, int64_t R,
+                                  int64_t O, int64_t n0, int64_t n1) {
+  low_rank_cols(acc, a, lda, bt, M, R, O, n0, n1);
+}
+
+}  // namespace
+
+torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, const torch::Tensor& b,
+                                    const torch::Tensor& bt) {
+  const int64_t M = a.size(0), R = a.size(1), O = bt.size(1);
+  const bool kernel = fused_ok(acc, a) && fused_ok(a, bt) && a.dim() == 2 && bt.dim() == 2 && acc.dim() == 2 &&
+                      M >= 1 && M <= kGemvMaxRows && bt.size(0) == R && acc.size(0) == M && acc.size(1) == O &&
+                      acc.is_contiguous() && bt.is_contiguous() && a.stride(1) == 1;
+  // addmm_ on b^T, not on bt: LibTorch picks its kernel by layout, and for some small shapes the
+  // contiguous [R, O] operand rounds differently (measured at O = R = 16).
+  if (!kernel) return acc.addmm_(a.is_contiguous() ? a : a.contiguous(), b.t());
+  RECORD_FUNCTION("mor::low_rank", std::vector<c10::IValue>({a, bt}));
+  const int64_t lda = M == 1 ? R : a.stride(0), chunks = (O + kLowRankChunk - 1) / kLowRankChunk;
+  // one task below ~64 K multiply-adds: a fork would cost what the work does
+  const int64_t grain = std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, M * R * kLowRankChunk));
+  at::parallel_for(0, chunks, grain, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t n0 = c * kLowRankChunk, n1 = std::min(O, n0 + kLowRankChunk);
+      if (acc.scalar_type() == torch::kBFloat16)
+        low_rank_cols_bf16(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda,
+                           bt.data_ptr<c10::BFloat16>(), M, R, O, n0, n1);
+      else
+        low_rank_cols_f32(acc.data_ptr<float>(), a.data_ptr<float>(), lda, bt.data_ptr<float>(), M, R, O, n0, n1);
+    }
+  });
   return acc;
 }
 

@@ -1,6 +1,7 @@
 // Skinny bf16 GEMM for inference (decode): y[M, N] = x[M, K] W[N, K]^T with M <= 8 rows, float32
 // accumulation and one rounding to bf16 at the end (where torch::mm rounds), by AVX512-BF16 dot
-// products streamed over W's rows; plus the reference and the dispatch that falls back to torch::mm.
+// products streamed over W's rows; plus the reference and the dispatch that falls back to torch::mm;
+// and the low-rank update of decode rows (the LoRA B product), vectorised along the outputs.
 // Shapes: M rows of activations (tokens), K input features, N output features (W's rows).
 #pragma once
 #include "torch_api.h"
@@ -32,7 +33,14 @@ bool gemv_pays(int64_t M, int64_t N, int64_t K);
 // x [..., K] W^T for inference call sites: the kernel where gemv_ok and gemv_pays hold for x
 // flattened to [rows, K], else torch::matmul. Same rounding point either way.
 torch::Tensor linear_nograd(const torch::Tensor& x, const torch::Tensor& w);
-// acc += x W^T in place (acc [M, N]): the kernel where it applies and pays, else addmm_.
-torch::Tensor& addmm_nograd_(torch::Tensor& acc, const torch::Tensor& x, const torch::Tensor& w);
+
+// acc [M, O] += a [M, R] b^T in place for inference, b [O, R] the (scaled) B of a rank-R update
+// and bt its contiguous transpose [R, O]. For M <= kGemvMaxRows bf16/float32 CPU rows (fused
+// kernels on) a kernel on bt: each element's R products summed in float32 and added to acc with one
+// rounding, as addmm_ rounds; the sums run along O, so no horizontal sums (the row-dot kernel
+// spends most of a K = R <= 64 row on them). Otherwise acc.addmm_(a, b^T). a may have a row stride
+// (a view of a wider tensor); acc and bt are contiguous.
+torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, const torch::Tensor& b,
+                                    const torch::Tensor& bt);
 
 }  // namespace mor

@@ -548,6 +548,7 @@ torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& we
     }
     if (uniform) c.bs = (lora_B * (lora_alpha / double(ranks.front()))).to(dt);
     else c.bs = (lora_B * torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(x.device())).to(dt);
+    c.bt = c.bs.t().contiguous();
     c.key = key;
   }
   auto h = linear_nograd(x, c.ra);  // [N, E + R]; gemv.h's kernel for decode rows, else mm
@@ -555,7 +556,7 @@ torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& we
   // In place: addmm(self, ...) would first copy the [N, O] base product (a strided bf16 mat1 is
   // copied contiguous on the addmm_ path: it leaves oneDNN for a slow loop).
   auto y = linear_nograd(x, weight);
-  addmm_nograd_(y, h.narrow(1, E, R), c.bs);
+  add_low_rank_nograd_(y, h.narrow(1, E, R), c.bs, c.bt);
   if (router_logits_out) *router_logits_out = h.narrow(1, 0, E);
   return y;
 }

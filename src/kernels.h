@@ -73,6 +73,7 @@ torch::Tensor silu_mul_train(const torch::Tensor& g, const torch::Tensor& u);
 struct MolaInferWeights {
   torch::Tensor ra;                 // [E + R, I]: router rows, then the stacked A rows
   torch::Tensor bs;                 // [O, R]: stacked B, each expert's lora_alpha / r_e folded in
+  torch::Tensor bt;                 // [R, O]: bs transposed, the decode rows' layout (add_low_rank_nograd_)
   std::vector<int64_t> col_expert;  // [R] expert of each A row
   std::vector<int64_t> key;         // versions and storage of router, A, B, and the dtype
 };
@@ -80,7 +81,7 @@ struct MolaInferWeights {
 // The fused MoLA forward without autograd or dropout (same values as mola_fused_forward in that
 // case, routing through route_gate_): x [N, I], weight [O, I] in the compute dtype; router [E, I],
 // lora_A [R, I], lora_B [O, R] float32. Four kernels per call: x [router; A]^T, the gate, x W^T and
-// one addmm. *router_logits_out (when non-null) gets the logits [N, E] (a view).
+// one low-rank update. *router_logits_out (when non-null) gets the logits [N, E] (a view).
 torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
                                  const torch::Tensor& lora_A, const torch::Tensor& lora_B, int64_t top_k,
                                  const std::vector<int64_t>& ranks, double lora_alpha, MolaInferWeights& cache,

@@ -448,7 +448,7 @@ void Trainer::load_checkpoint() {
   st_.epoch = rs.epoch;
   resumed_world_ = rs.world_size;
   if (rs.micro_batch_size != o.micro_batch_size || rs.batch_size != o.batch_size || rs.n_train != now.n_train ||
-      rs.seed != o.seed || rs.group_by_length != o.group_by_length)
+      static_cast<uint64_t>(rs.seed) != o.seed || rs.group_by_length != o.group_by_length)
     throw std::runtime_error("--resume_from_checkpoint " + in_.resume.path +
                              ": the checkpoint was made with a different batch size, dataset, seed or grouping");
   loss_scale_ = rs.loss_scale;

@@ -1,6 +1,7 @@
 // The skinny bf16 GEMM kernel (src/gemv.h) against its float32 reference and torch::mm: M = 1..8,
 // K and N off the 32-lane width, strided and offset activation rows, the in-place accumulate form;
-// and the dispatch (linear_nograd / addmm_nograd_) against the ops it replaces.
+// the dispatch (linear_nograd) against the ops it replaces; and the low-rank update of decode rows
+// (add_low_rank_nograd_) against addmm_ in float32 and bf16.
 // Tolerance: both sides sum the same exact float32 products (bf16 x bf16 fits in float32) in a
 // different order, so they differ by the float32 ordering error, at most K 2^-24 sum|x_k w_k|, before
 // the one rounding to bf16, which that difference can move by at most one bf16 step.
@@ -98,8 +99,9 @@ TEST(Gemv, DispatchFallsBackAndRefuses) {
   EXPECT_FALSE(gemv_ok(x.view({2, 64}), w));
   EXPECT_TRUE(torch::equal(linear_nograd(x, w), want));
   auto acc = rand_bf16({2, 40}, 23), acc2 = acc.clone();
-  addmm_nograd_(acc, x.view({2, 64}), w);
-  EXPECT_TRUE(torch::equal(acc, acc2.addmm_(x.view({2, 64}), w.t())));
+  auto a = rand_bf16({2, 16}, 27), b = rand_bf16({40, 16}, 28);
+  add_low_rank_nograd_(acc, a, b, b.t().contiguous());
+  EXPECT_TRUE(torch::equal(acc, acc2.addmm_(a, b.t())));
   set_fused_enabled(true);
   // Refused: more than 8 rows, float32, a column stride, a gradient wanted.
   EXPECT_FALSE(gemv_ok(rand_bf16({9, 64}, 24), w));
@@ -112,4 +114,40 @@ TEST(Gemv, DispatchFallsBackAndRefuses) {
     EXPECT_FALSE(gemv_ok(xg, w));
     EXPECT_TRUE(linear_nograd(xg, w).requires_grad());  // the matmul, with its graph
   }
+}
+
+// acc += a bt for decode rows: a a strided view of a wider [M, E + R] tensor (as the routing leaves
+// it), R and O off the vector width and the 256-column chunks, M = 1 and 8; float32 within the
+// ordering error, bf16 within one step of addmm_'s one rounding (mostly bitwise equal).
+TEST(Gemv, LowRankUpdateMatchesAddmm) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(29);
+  for (int64_t M : {1, 3, 8})
+    for (int64_t R : {5, 16, 64}) {
+      const int64_t O = 600, E = 3;
+      auto h = torch::randn({M, E + R}), b = torch::randn({O, R}) * 0.1, acc = torch::randn({M, O});
+      auto a = h.narrow(1, E, R);
+      auto want = acc.clone().addmm_(a.contiguous(), b.t());
+      auto got = acc.clone();
+      add_low_rank_nograd_(got, a, b, b.t().contiguous());
+      EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5)) << M << " " << R << ": " << (got - want).abs().max().item<double>();
+      // bf16: against float32 sums of the exact products and one rounding
+      auto hb = h.to(torch::kBFloat16), bb = b.to(torch::kBFloat16), accb = acc.to(torch::kBFloat16);
+      auto ab = hb.narrow(1, E, R);
+      auto wantb = (accb.to(torch::kFloat32) + torch::mm(ab.to(torch::kFloat32), bb.to(torch::kFloat32).t())).to(torch::kBFloat16);
+      auto gotb = accb.clone();
+      add_low_rank_nograd_(gotb, ab, bb, bb.t().contiguous());
+      const auto gf = gotb.to(torch::kFloat32), wf = wantb.to(torch::kFloat32);
+      EXPECT_GE((gf == wf).to(torch::kFloat64).mean().item<double>(), 0.99) << M << " " << R;
+      EXPECT_TRUE(((gf - wf).abs() <= wf.abs() * (1.0 / 128) + 1e-6).all().item<bool>()) << M << " " << R;  // a step
+    }
+  // more rows than the kernel takes, or the kernels off: addmm_ on b^T itself
+  auto acc = torch::randn({9, 40}), a = torch::randn({9, 4}), b = torch::randn({40, 4});
+  auto want = acc.clone().addmm_(a, b.t());
+  EXPECT_TRUE(torch::equal(add_low_rank_nograd_(acc, a, b, b.t().contiguous()), want));
+  set_fused_enabled(false);
+  auto acc1 = torch::randn({2, 40}), a1 = torch::randn({2, 4});
+  auto want1 = acc1.clone().addmm_(a1, b.t());
+  EXPECT_TRUE(torch::equal(add_low_rank_nograd_(acc1, a1, b, b.t().contiguous()), want1));
+  set_fused_enabled(true);
 }
