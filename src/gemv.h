@@ -38,7 +38,8 @@ torch::Tensor linear_nograd(const torch::Tensor& x, const torch::Tensor& w);
 // and bt its contiguous transpose [R, O]. For M <= kGemvMaxRows bf16/float32 CPU rows (fused
 // kernels on) a kernel on bt: each element's R products summed in float32 and added to acc with one
 // rounding, as addmm_ rounds; the sums run along O, so no horizontal sums (the row-dot kernel
-// spends most of a K = R <= 64 row on them). Otherwise acc.addmm_(a, b^T). a may have a row stride
+// spends most of a K = R <= 32 row on them); above rank 32 the row kernel (gemv_bf16 with
+// accumulate) where it applies. Otherwise acc.addmm_(a, b^T). a may have a row stride
 // (a view of a wider tensor); acc and bt are contiguous.
 torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, const torch::Tensor& b,
                                     const torch::Tensor& bt);
