@@ -1,7 +1,8 @@
 // Skinny bf16 GEMM (see gemv.h): each task streams a slice of W's rows once, NR rows at a time,
 // against all M activation rows held in L1, with vdpbf16ps (pairs of bf16 products into float32
 // lanes); lanes are summed at the end of a row and rounded once to bf16. oneDNN's bf16 GEMM reaches
-// about half the read bandwidth at M = 1 (bench_eval), this about what a plain read does.
+// about half the read bandwidth at M = 1 (bench_eval), this about what a plain read does. The
+// low-rank update of decode rows (the LoRA B product) runs along the outputs instead, in float loops.
 #include "gemv.h"
 
 #include <ATen/Parallel.h>

@@ -1,5 +1,5 @@
-// Fused CPU kernels for the decoder's memory-bound pieces (attention softmax, RMSNorm, RoPE; SiLU*mul
-// as silu + in-place mul) and the MoLA routing of inference, each beside the op sequence it replaces
+// Fused CPU kernels for the decoder's memory-bound pieces (attention softmax, decode attention on the
+// KV cache, RMSNorm, RoPE; SiLU*mul as silu + in-place mul) and the MoLA routing of inference, each beside the op sequence it replaces
 // as its pure reference, with the same rounding points (values are rounded to the compute dtype wherever the
 // reference's ops round them; float32 math in between). Used when nothing needs a gradient (eval,
 // scoring, generation); training uses the autograd versions at the end and in kernels_train.h.
