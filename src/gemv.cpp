@@ -2,7 +2,8 @@
 // against all M activation rows held in L1, with vdpbf16ps (pairs of bf16 products into float32
 // lanes); lanes are summed at the end of a row and rounded once to bf16. oneDNN's bf16 GEMM reaches
 // about half the read bandwidth at M = 1 (bench_eval), this about what a plain read does. The
-// low-rank update of decode rows (the LoRA B product) runs along the outputs instead, in float loops.
+// low-rank update of decode rows (the LoRA B product) runs along the outputs instead, 64 columns
+// per AVX-512 block.
 #include "gemv.h"
 
 #include <ATen/Parallel.h>
@@ -226,6 +227,36 @@ inline __attribute__((always_inline)) void low_rank_cols(T* acc, const T* a, int
   }
 }
 
+#if MOR_HAVE_BF16_KERNEL
+// 16 bf16 values as float lanes (widened and shifted: exact).
+MOR_BF16_TARGET inline __m512 bf16x16(const uint16_t* p) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+
+// low_rank_cols on nb blocks of 64 columns from n0, each block's sums in four registers over r. The
+// FMAs round exactly as the loop's mul-then-add: a product of two bf16 values fits float32.
+MOR_BF16_TARGET void low_rank_blocks_avx512(c10::BFloat16* acc, const c10::BFloat16* a, int64_t lda,
+                                            const c10::BFloat16* bt, int64_t M, int64_t R, int64_t O, int64_t n0,
+                                            int64_t nb) {
+  const uint16_t* b = reinterpret_cast<const uint16_t*>(bt);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const int64_t n = n0 + 64 * blk;
+      __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int64_t r = 0; r < R; ++r) {
+        const __m512 ar = _mm512_set1_ps(kern::to_f(a[m * lda + r]));
+        const uint16_t* row = b + r * O + n;
+        for (int k = 0; k < 4; ++k) s[k] = _mm512_fmadd_ps(ar, bf16x16(row + 16 * k), s[k]);
+      }
+      float sum[64];
+      for (int k = 0; k < 4; ++k) _mm512_storeu_ps(sum + 16 * k, s[k]);
+      c10::BFloat16* out = acc + m * O + n;
+      for (int j = 0; j < 64; ++j) out[j] = kern::from_f<c10::BFloat16>(kern::to_f(out[j]) + sum[j]);
+    }
+}
+#endif
+
 MOR_CLONES void low_rank_cols_bf16(c10::BFloat16* acc, const c10::BFloat16* a, int64_t lda, const c10::BFloat16* bt,
                                    int64_t M, int64_t R, int64_t O, int64_t n0, int64_t n1) {
   low_rank_cols(acc, a, lda, bt, M, R, O, n0, n1);
@@ -246,12 +277,6 @@ torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, 
   // addmm_ on b^T, not on bt: LibTorch picks its kernel by layout, and for some small shapes the
   // contiguous [R, O] operand rounds differently (measured at O = R = 16).
   if (!kernel) return acc.addmm_(a.is_contiguous() ? a : a.contiguous(), b.t());
-  // Above rank 32 the row kernel's dot products over R (gemv_bf16 with accumulate) are the faster
-  // (bench_gemv: column kernel 2.0-2.8x faster at R = 16, 0.7-0.9x at R = 64), same rounding point.
-  if (R > 32 && acc.scalar_type() == torch::kBFloat16 && b.is_contiguous() && gemv_ok(a, b)) {
-    gemv_bf16(a, b, acc);
-    return acc;
-  }
   RECORD_FUNCTION("mor::low_rank", std::vector<c10::IValue>({a, bt}));
   const int64_t lda = M == 1 ? R : a.stride(0), chunks = (O + kLowRankChunk - 1) / kLowRankChunk;
   // one task below ~64 K multiply-adds: a fork would cost what the work does
@@ -259,10 +284,19 @@ torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, 
   at::parallel_for(0, chunks, grain, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t n0 = c * kLowRankChunk, n1 = std::min(O, n0 + kLowRankChunk);
-      if (acc.scalar_type() == torch::kBFloat16)
-        low_rank_cols_bf16(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda,
-                           bt.data_ptr<c10::BFloat16>(), M, R, O, n0, n1);
-      else
+      if (acc.scalar_type() == torch::kBFloat16) {
+        int64_t nv = n0;  // columns done by the AVX-512 blocks
+#if MOR_HAVE_BF16_KERNEL
+        if (cpu_has_avx512bf16()) {
+          low_rank_blocks_avx512(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda,
+                                 bt.data_ptr<c10::BFloat16>(), M, R, O, n0, (n1 - n0) / 64);
+          nv = n0 + (n1 - n0) / 64 * 64;
+        }
+#endif
+        if (nv < n1)
+          low_rank_cols_bf16(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda,
+                             bt.data_ptr<c10::BFloat16>(), M, R, O, nv, n1);
+      } else
         low_rank_cols_f32(acc.data_ptr<float>(), a.data_ptr<float>(), lda, bt.data_ptr<float>(), M, R, O, n0, n1);
     }
   });
