@@ -227,27 +227,19 @@ inline __attribute__((always_inline)) void low_rank_cols(T* acc, const T* a, int
   }
 }
 
-#if MOR_HAVE_BF16_KERNEL
-// 16 bf16 values as float lanes (widened and shifted: exact).
-MOR_BF16_TARGET inline __m512 bf16x16(const uint16_t* p) {
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-
+#if MOR_HAVE_AVX512
 // low_rank_cols on nb blocks of 64 columns from n0, each block's sums in four registers over r. The
 // FMAs round exactly as the loop's mul-then-add: a product of two bf16 values fits float32.
-MOR_BF16_TARGET void low_rank_blocks_avx512(c10::BFloat16* acc, const c10::BFloat16* a, int64_t lda,
-                                            const c10::BFloat16* bt, int64_t M, int64_t R, int64_t O, int64_t n0,
-                                            int64_t nb) {
-  const uint16_t* b = reinterpret_cast<const uint16_t*>(bt);
+MOR_AVX512 void low_rank_blocks_avx512(c10::BFloat16* acc, const c10::BFloat16* a, int64_t lda, const c10::BFloat16* bt,
+                                       int64_t M, int64_t R, int64_t O, int64_t n0, int64_t nb) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t blk = 0; blk < nb; ++blk) {
       const int64_t n = n0 + 64 * blk;
       __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       for (int64_t r = 0; r < R; ++r) {
         const __m512 ar = _mm512_set1_ps(kern::to_f(a[m * lda + r]));
-        const uint16_t* row = b + r * O + n;
-        for (int k = 0; k < 4; ++k) s[k] = _mm512_fmadd_ps(ar, bf16x16(row + 16 * k), s[k]);
+        const c10::BFloat16* row = bt + r * O + n;
+        for (int k = 0; k < 4; ++k) s[k] = _mm512_fmadd_ps(ar, kern::load16(row + 16 * k), s[k]);
       }
       float sum[64];
       for (int k = 0; k < 4; ++k) _mm512_storeu_ps(sum + 16 * k, s[k]);
@@ -286,8 +278,8 @@ torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, 
       const int64_t n0 = c * kLowRankChunk, n1 = std::min(O, n0 + kLowRankChunk);
       if (acc.scalar_type() == torch::kBFloat16) {
         int64_t nv = n0;  // columns done by the AVX-512 blocks
-#if MOR_HAVE_BF16_KERNEL
-        if (cpu_has_avx512bf16()) {
+#if MOR_HAVE_AVX512
+        if (kern::cpu_has_avx512f()) {
           low_rank_blocks_avx512(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda,
                                  bt.data_ptr<c10::BFloat16>(), M, R, O, n0, (n1 - n0) / 64);
           nv = n0 + (n1 - n0) / 64 * 64;

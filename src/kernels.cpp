@@ -23,10 +23,6 @@
 #include <stdexcept>
 #include <type_traits>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 namespace mor {
 
 namespace kern {
@@ -260,20 +256,8 @@ void attention_probs_backward_impl(const torch::Tensor& grad, const float* p32, 
   });
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MOR_AVX512 __attribute__((target("avx512f")))
-bool cpu_has_avx512f() {
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
-}
-// 16 values of T as float lanes (bf16: widened and shifted, exact).
-template <typename T>
-MOR_AVX512 inline __m512 load16(const T* p) {
-  if constexpr (std::is_same_v<T, c10::BFloat16>)
-    return _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-  else return _mm512_loadu_ps(p);
-}
+#if MOR_HAVE_AVX512
+using kern::load16;
 // x[s] = q . k_s for S keys of D = 16 nc values read in place (row stride ks): one 16-lane FMA
 // chain per key, its lanes summed by a shuffle tree (a per-key horizontal sum in plain C++ is a
 // 16-add serial chain, which made this kernel compute-bound).
@@ -298,15 +282,14 @@ MOR_AVX512 void weighted_sum_avx512(const float* p, const T* v, int64_t vs, int6
   for (int64_t c = 0; c < nc; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
 }
 #else
-bool cpu_has_avx512f() { return false; }
 template <typename T>
 void scores_avx512(const float*, const T*, int64_t, int64_t, int64_t, float*) {}
 template <typename T>
 void weighted_sum_avx512(const float*, const T*, int64_t, int64_t, int64_t, float*) {}
 #endif
 
-// One task per (batch row, kv head): its S keys and values are loaded to float once and serve the
-// G query heads of the group and their T rows. Per row, as matmul -> attention_probs -> matmul:
+// One task per (batch row, kv head): its S keys and values (read in place with AVX-512, else loaded
+// to float rows once) serve the G query heads of the group and their T rows. Per row, as matmul -> attention_probs -> matmul:
 // scores rounded to T, then scale, mask, float32 softmax, probabilities rounded to T, then the
 // float32 sum over the values rounded once.
 template <typename T>
@@ -323,7 +306,7 @@ void attention_cached_impl(const torch::Tensor& q, const torch::Tensor& k, const
   const float fill = static_cast<float>(finfo_lowest(q.scalar_type()));
   constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
   // AVX-512: keys and values read in place; otherwise loaded to float rows first.
-  const bool vec = cpu_has_avx512f() && D % 16 == 0 && D <= 256;
+  const bool vec = kern::cpu_has_avx512f() && D % 16 == 0 && D <= 256;
   at::parallel_for(0, B * Hkv, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> kf(vec ? 0 : S * D), vf(vec ? 0 : S * D), qf(D), x(S), acc(D);
     for (int64_t task = t0; task < t1; ++task) {

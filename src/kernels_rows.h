@@ -1,12 +1,17 @@
-// Internal to the fused kernels (kernels.cpp, kernels_train.cpp): float32 row helpers with the
-// compute dtype's rounding points (bf16 round-to-nearest-even, vectorisable bit tricks), the ISA clone
-// macro, and the RMSNorm/RoPE row kernels both files call. Not a public API: include kernels.h or
+// Internal to the fused kernels (kernels.cpp, kernels_train.cpp, gemv.cpp): float32 row helpers with
+// the compute dtype's rounding points (bf16 round-to-nearest-even, vectorisable bit tricks), the ISA
+// clone macro, the AVX-512 widening load, and the RMSNorm/RoPE row kernels both kernel files call. Not a public API: include kernels.h or
 // kernels_train.h instead. Shapes: N rows, C hidden, B batch, T tokens, H heads, D head dim.
 #pragma once
 #include "torch_api.h"
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace mor::kern {
 
@@ -14,6 +19,26 @@ namespace mor::kern {
 #define MOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define MOR_CLONES
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MOR_HAVE_AVX512 1
+#define MOR_AVX512 __attribute__((target("avx512f")))
+inline bool cpu_has_avx512f() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+// 16 values of T as float lanes (bf16: widened and shifted, exact).
+template <typename T>
+MOR_AVX512 inline __m512 load16(const T* p) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>)
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  else return _mm512_loadu_ps(p);
+}
+#else
+#define MOR_HAVE_AVX512 0
+inline bool cpu_has_avx512f() { return false; }
 #endif
 
 // Rounds a float32 value to bfloat16 and back (round to nearest even, NaN kept), vectorisable.
