@@ -1,8 +1,8 @@
 // Per-category time breakdown, from LibTorch's (legacy, CPU) profiler, of one prefill (B=8, T=200)
 // and one decode step (B=1 and 8) of the hidden-1024 x 8-layer model, base and MoLA 2,2,4,4,6,6,8,8
-// top-2; and one training step of the hidden-2048 x 6-layer model (4 x 256 tokens, bf16) base-only and
-// MoLA 2,2,4,4,6,8 top-2 with dropout 0.05. Each op's self time (its time minus its children's) goes
-// to one category, chosen from its name and input shapes:
+// top-2; and one training step of the hidden-2048 x 6-layer model (4 x 256 tokens, bf16) base-only,
+// plain LoRA r8 (one expert) and MoLA 2,2,4,4,6,8 top-2, both with dropout 0.05. Each op's self time
+// (its time minus its children's) goes to one category, chosen from its name and input shapes:
 //   base GEMM (mm/addmm/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
 //   softmax over > 16 columns, mask fill, fused attention kernels), logits/loss (GEMMs with a vocab
 //   dim, log_softmax, nll; the chunked loss's own gathers/exps/scatters), routing (topk, scatter,
@@ -239,7 +239,7 @@ void profile_eval(const std::string& what, int reps, int top) {
 // One training step as bench_train runs it (forward, loss, backward, AdamW) at hidden 2048 x 6 layers.
 void profile_train(int reps, int top) {
   ModelConfig cfg = ModelConfig::llama(2048, 5632, 6, 32, 4, kVocab);
-  for (std::string which : {"base", "mola"}) {
+  for (std::string which : {"base", "lora", "mola"}) {
     LlamaForCausalLM model(cfg, torch::kBFloat16, torch::kCPU);
     {
       torch::NoGradGuard ng;
@@ -253,8 +253,10 @@ void profile_train(int reps, int top) {
       for (auto& p : model->named_parameters())
         if (p.key() == "model.layers.0.input_layernorm.weight") { p.value().set_requires_grad(true); params.push_back(p.value()); }
     } else {
-      auto alloc = Allocation::from_flags(cfg, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "2,2,4,4,6,8",
-                                          "8", "2", 16, 0.05);
+      // lora: plain LoRA r8 as MoLA writes it (one expert, top-1), as bench_train's LoRA configuration.
+      const bool lora = which == "lora";
+      auto alloc = Allocation::from_flags(cfg, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                                          lora ? "1" : "2,2,4,4,6,8", "8", lora ? "1" : "2", 16, 0.05);
       attach_adapters(model, alloc, 42);
       params = param_tensors(trainable_params(model));
     }
@@ -267,7 +269,7 @@ void profile_train(int reps, int top) {
       ForwardArgs a;
       a.input_ids = ids;
       a.attention_mask = mask;
-      a.router_logits = which == "mola" ? &rl : nullptr;
+      a.router_logits = which == "mola" ? &rl : nullptr;  // lora: no --obalance, as bench_train
       auto loss = forward_loss(model, a, ids, which == "mola").loss;  // train_step's loss path
       loss.backward();
       {

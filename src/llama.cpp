@@ -202,7 +202,8 @@ LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, torch::Dtype dtype,
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, KVCache* cache,
                                           int64_t il, std::vector<torch::Tensor>* rl) {
-  const int64_t B = x.size(0), T = x.size(1);
+  const bool packed = ctx.pack.defined();  // x [1, N, C]: the real rows of a [B, T] batch
+  const int64_t B = packed ? ctx.batch : x.size(0), T = packed ? ctx.len : x.size(1);
   const int64_t H = cfg.n_head, Hkv = cfg.n_head_kv, D = cfg.head_dim();
   // Inference (eval mode, nothing needs a gradient): the fused kernels of kernels.h, same rounding
   // points; training mode: the autograd kernels (kernels_train.h, and the softmax's in kernels.h).
@@ -215,9 +216,14 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
       return apply_rope_train(t, ctx.cos, ctx.sin);
     return apply_rope(t, ctx.cos, ctx.sin).transpose(1, 2);
   };
-  auto q = rope(q_proj->forward(x, rl).view({B, T, H, D}));                   // [B,H,T,D]
-  auto k = rope(k_proj->forward(x, rl).view({B, T, Hkv, D}));                 // [B,Hkv,T,D]
-  auto v = v_proj->forward(x, rl).view({B, T, Hkv, D}).transpose(1, 2);
+  // Packed: each projection's rows scattered into zeros of the padded layout [B*T, width].
+  auto padded = [&](const torch::Tensor& y) {
+    if (!packed) return y;
+    return torch::zeros({B * T, y.size(-1)}, y.options()).index_copy_(0, ctx.pack, y.view({-1, y.size(-1)}));
+  };
+  auto q = rope(padded(q_proj->forward(x, rl)).view({B, T, H, D}));           // [B,H,T,D]
+  auto k = rope(padded(k_proj->forward(x, rl)).view({B, T, Hkv, D}));         // [B,Hkv,T,D]
+  auto v = padded(v_proj->forward(x, rl)).view({B, T, Hkv, D}).transpose(1, 2);
   torch::Tensor K = k, V = v;
   if (cache) {
     if (ctx.past + T > cache->capacity())
@@ -234,6 +240,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   auto out = in_place ? attention_cached(q, K, V, ctx.mask, std::sqrt(static_cast<double>(D)))
                       : attend(q, K, V, ctx.mask, infer, x.scalar_type());  // [B, H, T, D]
   out = out.transpose(1, 2).reshape({B, T, H * D});
+  if (packed) out = out.view({B * T, H * D}).index_select(0, ctx.pack).unsqueeze(0);  // [1, N, H*D]
   return o_proj->forward(out, rl);
 }
 
@@ -291,6 +298,16 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, torch::Dtype dt
     lm_head = register_module("lm_head", MolaLinear(cfg.hidden_size, cfg.vocab_size, dtype, device));
 }
 
+// Whether this forward runs packed (see forward in llama.h): a left-padded inference prefill whose
+// pad rows nobody reads. One host read of the mask, once per prefill.
+bool LlamaForCausalLMImpl::packs(const ForwardArgs& a, int64_t T) const {
+  if (!a.last_only || !a.cache || a.router_logits || a.run_layer || !a.attention_mask.defined() || T < 2) return false;
+  if (is_training() || torch::GradMode::is_enabled() || !fused_enabled()) return false;
+  if (a.attention_mask.dim() != 2 || a.attention_mask.size(1) < T) return false;  // forward_hidden reports it
+  auto fresh = a.attention_mask.narrow(1, a.attention_mask.size(1) - T, T) != 0;  // [B, T]
+  return fresh.select(1, T - 1).all().item<bool>() && !fresh.all().item<bool>();
+}
+
 torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
   if (!a.input_ids.defined() || a.input_ids.dim() != 2) throw std::runtime_error("input_ids must be [B, T]");
   const int64_t B = a.input_ids.size(0), T = a.input_ids.size(1);
@@ -337,6 +354,15 @@ torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
     // the recomputation in backward).
     a.router_logits->reserve(cfg.n_layer);
   }
+  torch::Tensor last;  // packed: each row's last position among the packed rows [B]
+  if (packs(a, T)) {
+    auto real = a.attention_mask.to(device).narrow(1, ctx.past, T).reshape({-1}) != 0;  // [B*T]
+    ctx.pack = real.nonzero().squeeze(1);
+    ctx.batch = B;
+    ctx.len = T;
+    last = real.view({B, T}).sum(1).cumsum(0) - 1;
+    ids = ids.reshape({1, -1}).index_select(1, ctx.pack);  // [1, N]
+  }
   auto h = model->embed_tokens->forward(ids);
   for (auto& layer : model->layer_list) {
     std::vector<torch::Tensor>* rl = nullptr;
@@ -347,7 +373,7 @@ torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
     h = a.run_layer ? a.run_layer(*layer, h, ctx, rl) : layer->forward(h, ctx, a.cache, rl);
   }
   if (a.cache) a.cache->len = S;
-  if (a.last_only) h = h.narrow(1, T - 1, 1);
+  if (a.last_only) h = last.defined() ? h.index_select(1, last).view({B, 1, -1}) : h.narrow(1, T - 1, 1);
   return model->norm->forward(h);
 }
 

@@ -60,6 +60,11 @@ struct AttentionContext {
   torch::Tensor cos, sin;  // [B, T, D] in the compute dtype
   torch::Tensor mask;      // bool [B, 1, T, S], true = masked; undefined = nothing masked
   int64_t past = 0;        // keys already in the cache
+  // Packed prefill (see LlamaForCausalLMImpl::forward): the flat indexes b*T + t of the real new
+  // positions, ascending, int64 [N]; the layers then carry only those rows, as [1, N, C], and
+  // attention scatters q/k/v into the padded [B, T] layout. Undefined: the padded layout throughout.
+  torch::Tensor pack;
+  int64_t batch = 0, len = 0;  // B and T of the padded layout, when packed
 };
 
 class LlamaAttentionImpl : public torch::nn::Module {
@@ -135,6 +140,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   // Logits [B, T, V] in float32. Pad query rows attend uniformly to every key of their row (the
   // reference's saturated additive mask); real tokens never see pads or the future.
+  // A left-padded generation prefill (inference, cache, last_only, no router logits collected, every
+  // row's last position real, fused kernels on) runs packed: the projections, norms and MLPs see the
+  // real rows only, since no real row ever reads a pad row's values; pad keys enter the cache as
+  // zeros, masked like the pad tokens' keys they stand for.
   torch::Tensor forward(const ForwardArgs& args);
   // The final normed hidden states [B, T, C] in the compute dtype (forward without the lm_head),
   // for callers that compute the loss in chunks.
@@ -156,6 +165,11 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   torch::Dtype dtype;
   torch::Device device;
   LlamaModel model{nullptr};
+
+ private:
+  bool packs(const ForwardArgs& a, int64_t T) const;
+
+ public:
   MolaLinear lm_head{nullptr};  // null when tie_word_embeddings
 };
 TORCH_MODULE(LlamaForCausalLM);

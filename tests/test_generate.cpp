@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <set>
 
+#include "adapter.h"
+#include "allocation.h"
 #include "cli.h"
 #include "generate.h"
 #include "helpers.h"
@@ -63,6 +65,68 @@ TEST(Generate, KvCacheEqualsRecomputeForLeftPaddedBatch) {
   // Batched equals one-by-one (float32).
   o.use_cache = true;
   for (size_t b = 0; b < prompts.size(); ++b) EXPECT_EQ(generate(m, {prompts[b]}, o).new_tokens[0], cached.new_tokens[b]);
+}
+
+// The packed prefill (llama.h: a left-padded batch's projections and MLPs on its real rows only)
+// against the same prefill in the padded layout (collecting router logits keeps it padded): the
+// last logits and every real position of the KV cache agree, pad positions hold zeros; with MoLA
+// adapters in float32 and bf16, and with the q/k/v biases of a Qwen2-shaped model.
+static void expect_packed_prefill_matches_padded(LlamaForCausalLM& m, double tol) {
+  torch::NoGradGuard ng;
+  m->eval();
+  auto [ids, mask] = left_pad({{1, 5, 9, 12, 7, 3, 4}, {1, 8}, {1, 2, 3, 4, 5, 6, 7}, {1, 20, 21}}, 0);
+  const int64_t B = ids.size(0), P = ids.size(1);
+  GenState packed = prefill(m, ids, mask, P + 2);
+  KVCache cache = m->make_cache(B, P + 2);
+  RouterLogits rl;
+  ForwardArgs a;
+  a.input_ids = ids;
+  a.attention_mask = mask;
+  a.position_ids = positions_from_mask(mask);
+  a.cache = &cache;
+  a.last_only = true;
+  a.router_logits = &rl;  // keeps the padded layout
+  auto padded = m->forward(a).select(1, 0);
+  EXPECT_EQ(packed.cache.len, P);
+  EXPECT_LE((packed.logits - padded).abs().max().item<double>(), tol * padded.abs().max().item<double>());
+  EXPECT_GT(padded.std().item<double>(), 0.0);
+  auto real = (mask != 0).view({B, 1, P, 1});
+  for (int64_t il = 0; il < m->cfg.n_layer; ++il)
+    for (auto [pk, pd] : {std::pair{packed.cache.k[il], cache.k[il]}, std::pair{packed.cache.v[il], cache.v[il]}}) {
+      auto pkf = pk.narrow(2, 0, P).to(torch::kFloat32), pdf = pd.narrow(2, 0, P).to(torch::kFloat32);
+      EXPECT_LE((pkf - pdf).masked_fill(~real, 0).abs().max().item<double>(), tol * pdf.abs().max().item<double>());
+      EXPECT_EQ(pkf.masked_fill(real, 0).abs().max().item<double>(), 0.0);  // pad keys/values: zeros
+    }
+}
+
+TEST(Generate, PackedPrefillMatchesPaddedLayout) {
+  {
+    auto m = random_llama(tiny_cfg(), 5, torch::kFloat32, torch::kCPU);
+    expect_packed_prefill_matches_padded(m, 1e-5);
+  }
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    SCOPED_TRACE(torch::toString(dt));
+    auto m = random_llama(tiny_cfg(), 6, dt, torch::kCPU);
+    auto alloc = Allocation::from_flags(m->cfg, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "2,4",
+                                        "4", "2", 16.0, 0.05);
+    attach_adapters(m, alloc, 3);
+    for (auto& [name, p] : trainable_params(m))
+      if (name.find("lora_B") != std::string::npos) p.detach().normal_(0.0, 0.05);
+    // bf16: the GEMMs of N packed rows and of B*T padded ones may sum in another order.
+    expect_packed_prefill_matches_padded(m, dt == torch::kFloat32 ? 1e-5 : 2e-2);
+  }
+  {
+    auto cfg = tiny_cfg();
+    cfg.architecture = "Qwen2ForCausalLM";
+    cfg.model_type = "qwen2";
+    auto m = random_llama(cfg, 7, torch::kFloat32, torch::kCPU);
+    {
+      torch::NoGradGuard ng;
+      for (auto& [n, p] : m->base_weights())
+        if (n.find("bias") != std::string::npos) p.normal_(0.0, 0.5);
+    }
+    expect_packed_prefill_matches_padded(m, 1e-5);
+  }
 }
 
 TEST(Generate, SamplingIsSeededAndFiltersWork) {
