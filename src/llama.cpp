@@ -298,14 +298,15 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, torch::Dtype dt
     lm_head = register_module("lm_head", MolaLinear(cfg.hidden_size, cfg.vocab_size, dtype, device));
 }
 
-// Whether this forward runs packed (see forward in llama.h): a left-padded inference prefill whose
-// pad rows nobody reads. One host read of the mask, once per prefill.
-bool LlamaForCausalLMImpl::packs(const ForwardArgs& a, int64_t T) const {
-  if (!a.last_only || !a.cache || a.router_logits || a.run_layer || !a.attention_mask.defined() || T < 2) return false;
-  if (is_training() || torch::GradMode::is_enabled() || !fused_enabled()) return false;
-  if (a.attention_mask.dim() != 2 || a.attention_mask.size(1) < T) return false;  // forward_hidden reports it
-  auto fresh = a.attention_mask.narrow(1, a.attention_mask.size(1) - T, T) != 0;  // [B, T]
-  return fresh.select(1, T - 1).all().item<bool>() && !fresh.all().item<bool>();
+// The packed prefill's real positions (see forward in llama.h): bool [B, T] over the new tokens of
+// a left-padded inference prefill whose pad rows nobody reads; undefined when it does not pack.
+// Called after forward_hidden has checked the mask's shape; one host read, once per prefill.
+static torch::Tensor packed_positions(const LlamaForCausalLMImpl& m, const ForwardArgs& a, int64_t past, int64_t T) {
+  if (!a.last_only || !a.cache || a.router_logits || a.run_layer || !a.attention_mask.defined() || T < 2) return {};
+  if (m.is_training() || torch::GradMode::is_enabled() || !fused_enabled()) return {};
+  auto real = a.attention_mask.to(m.device).narrow(1, past, T) != 0;  // [B, T]
+  const bool pads = !real.all().item<bool>(), last_real = real.select(1, T - 1).all().item<bool>();
+  return pads && last_real ? real : torch::Tensor();
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
@@ -355,12 +356,11 @@ torch::Tensor LlamaForCausalLMImpl::forward_hidden(const ForwardArgs& a) {
     a.router_logits->reserve(cfg.n_layer);
   }
   torch::Tensor last;  // packed: each row's last position among the packed rows [B]
-  if (packs(a, T)) {
-    auto real = a.attention_mask.to(device).narrow(1, ctx.past, T).reshape({-1}) != 0;  // [B*T]
-    ctx.pack = real.nonzero().squeeze(1);
+  if (auto real = packed_positions(*this, a, ctx.past, T); real.defined()) {
+    ctx.pack = real.reshape({-1}).nonzero().squeeze(1);
     ctx.batch = B;
     ctx.len = T;
-    last = real.view({B, T}).sum(1).cumsum(0) - 1;
+    last = real.sum(1).cumsum(0) - 1;
     ids = ids.reshape({1, -1}).index_select(1, ctx.pack);  // [1, N]
   }
   auto h = model->embed_tokens->forward(ids);

@@ -165,11 +165,6 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   torch::Dtype dtype;
   torch::Device device;
   LlamaModel model{nullptr};
-
- private:
-  bool packs(const ForwardArgs& a, int64_t T) const;
-
- public:
   MolaLinear lm_head{nullptr};  // null when tie_word_embeddings
 };
 TORCH_MODULE(LlamaForCausalLM);
