@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels_elem.h"
 #include "moe_lora.h"
 
 using namespace mor;
@@ -44,14 +45,15 @@ struct Proj {
     auto x2 = x.reshape({-1, x.size(-1)});
     torch::Tensor y, logits;
     // Dropout on the adapter input, as in training (p = 0.05).
-    auto xd = mode == Mode::Base ? torch::Tensor() : sparse_dropout(x2, 0.05);
+    auto drop = mode == Mode::Base ? DropoutDraw{} : draw_dropout(x2, 0.05);
+    auto xd = mode == Mode::Base || mode == Mode::Fused ? torch::Tensor() : scaled_dropout(x2, drop.zero_index, drop.scale);
     switch (mode) {
       case Mode::Base: y = torch::mm(x2, W.t()); break;
       case Mode::Lora:
         y = torch::addmm(torch::mm(x2, W.t()), torch::mm(xd, A.to(x.scalar_type()).t()),
                          (B * (16.0 / spec.ranks[0])).to(x.scalar_type()).t());
         break;
-      case Mode::Fused: y = mola_fused_forward(x2, W, router, A, B, spec, xd, &logits); break;
+      case Mode::Fused: y = mola_fused_forward(x2, W, router, A, B, spec, drop, &logits); break;
       case Mode::Loop: y = mola_reference_forward(x2, W, router, As, Bs, spec, xd, &logits); break;
     }
     auto shape = x.sizes().vec();

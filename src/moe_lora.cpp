@@ -146,38 +146,47 @@ struct OneExpertRouterFn : public torch::autograd::Function<OneExpertRouterFn> {
   }
 };
 
-// E = K = 1 without a differentiated logit (see moe_lora.h): the gate is 1, a * 1 = a.
-torch::Tensor one_expert_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
-                                 const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
-                                 const torch::Tensor& x_dropped, torch::Tensor* router_logits_out) {
-  const auto dt = x.scalar_type();
-  auto a = OneExpertRouterFn::apply(torch::mm(x_dropped.defined() ? x_dropped : x, lora_A.to(dt).t()), router);
-  auto y = torch::addmm(torch::mm(x, weight.t()), a, scaled_lora_B(lora_B, spec, dt).t());
-  if (router_logits_out) {
-    torch::NoGradGuard ng;
-    *router_logits_out = torch::mm(x, router.to(dt).t());
-  }
-  return y;
-}
-
 }  // namespace
+
+// y0 = x W^T and the adapter's input products: the router logits [N, E] (undefined for the one-expert
+// short path, which leaves the router out) and a = dropout(x) A^T [N, R].
+static std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> input_products(
+    const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router, const torch::Tensor& lora_A,
+    const DropoutDraw& drop, bool with_router) {
+  const auto dt = x.scalar_type();
+  const int64_t E = with_router ? router.size(0) : 0, R = lora_A.size(0);
+  auto wc = with_router ? torch::cat({router, lora_A}, 0).to(dt) : lora_A.to(dt);
+  torch::Tensor y0, h;
+  if (adapter_input_gemm_ok(x, drop)) {
+    std::tie(y0, h) = adapter_input_gemm(x, weight, wc, E, drop);
+  } else if (!drop.defined()) {
+    y0 = torch::mm(x, weight.t());
+    h = torch::mm(x, wc.t());
+  } else {
+    auto xd = scaled_dropout(x, drop.zero_index, drop.scale);
+    y0 = torch::mm(x, weight.t());
+    if (!with_router) return {y0, torch::Tensor(), torch::mm(xd, wc.t())};
+    return {y0, torch::mm(x, router.to(dt).t()), torch::mm(xd, lora_A.to(dt).t())};
+  }
+  if (!with_router) return {y0, torch::Tensor(), h};
+  return {y0, h.narrow(1, 0, E), h.narrow(1, E, R)};
+}
 
 torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
                                  const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
-                                 const torch::Tensor& x_dropped, torch::Tensor* router_logits_out, bool logits_grad) {
-  if (!logits_grad && spec.n_expert == 1 && spec.top_k == 1 && fused_enabled())
-    return one_expert_forward(x, weight, router, lora_A, lora_B, spec, x_dropped, router_logits_out);
+                                 const DropoutDraw& drop, torch::Tensor* router_logits_out, bool logits_grad) {
   const auto dt = x.scalar_type();
   const int64_t N = x.size(0), E = spec.n_expert, R = lora_A.size(0);
-  torch::Tensor logits, a;  // [N, E], [N, R]
-  if (!x_dropped.defined()) {
-    // No dropout: the router rows join the A matmul, one [N, E+R] product.
-    auto h = torch::mm(x, torch::cat({router, lora_A}, 0).to(dt).t());
-    logits = h.narrow(1, 0, E);
-    a = h.narrow(1, E, R);
-  } else {
-    logits = torch::mm(x, router.to(dt).t());
-    a = torch::mm(x_dropped, lora_A.to(dt).t());
+  // E = K = 1 without a differentiated logit (see moe_lora.h): the gate is 1, a * 1 = a.
+  const bool one_expert = !logits_grad && E == 1 && spec.top_k == 1 && fused_enabled();
+  auto [y0, logits, a] = input_products(x, weight, router, lora_A, drop, !one_expert);
+  if (one_expert) {
+    a = OneExpertRouterFn::apply(a, router);
+    if (router_logits_out) {
+      torch::NoGradGuard ng;
+      *router_logits_out = torch::mm(x, router.to(dt).t());
+    }
+    return torch::addmm(y0, a, scaled_lora_B(lora_B, spec, dt).t());
   }
   auto [w, idx] = spec.router == "top_p" ? weights_and_index(route_tokens(logits, spec, dt)) : route(logits, spec.top_k, dt);
   // Dense gates [N, E]: the renormalised weight where selected, zero elsewhere.
@@ -192,7 +201,7 @@ torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& we
     auto ce = torch::tensor(col_expert, torch::TensorOptions().dtype(torch::kInt64)).to(x.device());
     a = a * gates.index_select(1, ce);
   }
-  auto y = torch::addmm(torch::mm(x, weight.t()), a, scaled_lora_B(lora_B, spec, dt).t());
+  auto y = torch::addmm(y0, a, scaled_lora_B(lora_B, spec, dt).t());
   if (router_logits_out) *router_logits_out = logits;
   return y;
 }
@@ -278,14 +287,8 @@ torch::Tensor layer_balance_loss(const std::vector<torch::Tensor>& logits, const
 
 torch::Tensor sparse_dropout(const torch::Tensor& x, double p) {
   if (p <= 0) return x;
-  // Past p ~ 0.3 the Poisson draw needs more numbers than elements: use the plain per-element mask.
-  if (p >= 0.3) return torch::dropout(x, p, /*train=*/true);
-  const int64_t n = x.numel();
-  const double rate = double(n) * -std::log1p(-p);
-  auto k = torch::poisson(torch::full({1}, rate, torch::TensorOptions().dtype(torch::kFloat64))).item<double>();
-  auto idx = torch::randint(n, {int64_t(k)}, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
-  // x * mask with mask = 1/(1-p) but 0 at idx, without materialising (or saving) the mask.
-  return scaled_dropout(x, idx, 1.0 / (1.0 - p));
+  auto d = draw_dropout(x, p);
+  return scaled_dropout(x, d.zero_index, d.scale);
 }
 
 MolaLinearImpl::MolaLinearImpl(int64_t in, int64_t out, torch::Dtype dtype, torch::Device device, bool with_bias)
@@ -341,16 +344,17 @@ torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch:
   }
   auto shape = x.sizes().vec();
   auto x2 = x.reshape({-1, in_features});
-  torch::Tensor xd, logits, y;
+  torch::Tensor logits, y;
   if (!is_training() && !torch::GradMode::is_enabled() && spec_.router == "top_k" && fused_ok(x2, weight)) {
     // Inference (eval mode, no graph): adapter weights cast once, routing in one kernel (kernels.h).
     if (!infer_) infer_ = std::make_shared<MolaInferWeights>();
     y = mola_infer_forward(x2, weight, router, lora_A, lora_B, spec_.top_k, spec_.ranks, spec_.lora_alpha, *infer_,
                            router_logits ? &logits : nullptr);
   } else {
-    if (is_training() && spec_.lora_dropout > 0) xd = sparse_dropout(x2, spec_.lora_dropout);
+    DropoutDraw drop;
+    if (is_training() && spec_.lora_dropout > 0) drop = draw_dropout(x2, spec_.lora_dropout);
     // The logits feed the balance loss and, with z_loss > 0, the z-loss (adapter.h).
-    y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, xd, router_logits ? &logits : nullptr,
+    y = mola_fused_forward(x2, weight, router, lora_A, lora_B, spec_, drop, router_logits ? &logits : nullptr,
                            /*logits_grad=*/spec_.z_loss > 0);
   }
   if (router_logits) router_logits->push_back(logits);

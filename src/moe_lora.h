@@ -5,6 +5,8 @@
 #pragma once
 #include "torch_api.h"
 
+#include "adapter_gemm.h"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,8 +39,10 @@ struct ExpertSpec {
 // The fused MoLA forward of one module, free of module state so tests and benchmarks can call it.
 //   x [N, I] (compute dtype), weight [O, I] (frozen, compute dtype), router [E, I], lora_A [R, I],
 //   lora_B [O, R] (float32 trainable; cast to x's dtype for the matmuls).
-//   x_dropped: dropout(x) [N, I], or undefined when there is no dropout (eval, p = 0); then the router
-//   rows join the A matmul (one [N, E+R] product).
+//   drop: the adapter dropout's draw over x (undefined: none, as in eval or with p = 0); the router
+//   logits are computed on x before dropout. The router rows join the A matmul (one [N, E+R] product),
+//   with the dropout as a sparse correction where adapter_input_gemm_ok (adapter_gemm.h), else on a
+//   masked copy of x (MOR_FUSED=0, other devices, dense draws).
 // Returns y [N, O] in x's dtype; *router_logits_out (when non-null) gets the router logits [N, E].
 // logits_grad false: the caller differentiates the logits only through the balance loss (no z-loss).
 // Then one expert (E = K = 1) takes a shorter path: its gate is softmax of one logit, exactly 1, so
@@ -47,7 +51,7 @@ struct ExpertSpec {
 // the logits come detached. MOR_FUSED=0 keeps the full graph.
 torch::Tensor mola_fused_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
                                  const torch::Tensor& lora_A, const torch::Tensor& lora_B, const ExpertSpec& spec,
-                                 const torch::Tensor& x_dropped = {}, torch::Tensor* router_logits_out = nullptr,
+                                 const DropoutDraw& drop = {}, torch::Tensor* router_logits_out = nullptr,
                                  bool logits_grad = true);
 
 // The reference's per-expert loop (MoLA's patched PEFT): softmax(float32) -> topk -> renormalise ->
@@ -87,11 +91,9 @@ double balance_loss_reference(const std::vector<torch::Tensor>& logits, int64_t 
 // logits[i] belongs to a module with specs[i].
 torch::Tensor layer_balance_loss(const std::vector<torch::Tensor>& logits, const std::vector<ExpertSpec>& specs);
 
-// Inverted dropout x * mask / (1 - p) with an exact iid Bernoulli(p) mask drawn by Poissonization:
-// K ~ Poisson(n * -ln(1 - p)) uniform positions (with replacement) are zeroed, so each element is
-// dropped independently with probability 1 - e^{ln(1-p)} = p. For the small p of LoRA dropout this
-// draws ~p*n random numbers instead of n (torch::dropout's per-element draws cost ~18% of the base
-// matmul at 7B width). Uses torch's default generator of x's device (seeded runs stay reproducible).
+// Inverted dropout x * mask / (1 - p) with an exact iid Bernoulli(p) mask: scaled_dropout of
+// draw_dropout(x, p) (adapter_gemm.h), so small p draws ~p*n random numbers instead of n (torch::dropout's
+// per-element draws cost ~18% of the base matmul at 7B width). x itself for p <= 0.
 torch::Tensor sparse_dropout(const torch::Tensor& x, double p);
 
 // The frozen base projection y = x W^T (+ b), optionally carrying a MoLA adapter.

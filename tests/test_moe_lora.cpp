@@ -8,6 +8,7 @@
 #include <random>
 
 #include "kernels.h"
+#include "kernels_elem.h"
 #include "moe_lora.h"
 #include "tensor_checks.h"
 
@@ -42,11 +43,13 @@ Grads run(const Case& c, bool fused, uint64_t seed) {
   auto B = (torch::randn({c.O, R}) * 0.3).requires_grad_(true);
   auto G = torch::randn({c.N, c.O});
   auto H = torch::randn({c.N, c.spec.n_expert});
-  torch::Tensor xd;
-  if (c.dropout) xd = x * (torch::rand({c.N, c.I}) > 0.3).to(torch::kFloat32) / 0.7;
+  // The fused path applies the draw (a sparse correction), the reference a masked copy of x.
+  DropoutDraw drop;
+  if (c.dropout) drop = {(torch::rand({c.N * c.I}) < 0.2).nonzero().squeeze(1), 1.25};
+  auto xd = drop.defined() ? scaled_dropout_reference(x, drop.zero_index, drop.scale) : torch::Tensor();
   torch::Tensor logits, y;
   if (fused) {
-    y = mola_fused_forward(x, W, router, A, B, c.spec, xd, &logits);
+    y = mola_fused_forward(x, W, router, A, B, c.spec, drop, &logits);
   } else {
     std::vector<torch::Tensor> As, Bs;
     for (int64_t e = 0; e < c.spec.n_expert; ++e) {

@@ -11,6 +11,7 @@
 #include "allocation.h"
 #include "helpers.h"
 #include "llama.h"
+#include "kernels_elem.h"
 #include "moe_lora.h"
 #include "router_stats.h"
 #include "routing.h"
@@ -38,11 +39,13 @@ Out run_module(const ExpertSpec& spec, int64_t N, int64_t I, int64_t O, bool fus
   auto B = (torch::randn({O, R}) * 0.3).requires_grad_(true);
   auto G = torch::randn({N, O});
   auto H = torch::randn({N, spec.n_expert});
-  torch::Tensor xd;
-  if (dropout) xd = x * (torch::rand({N, I}) > 0.3).to(torch::kFloat32) / 0.7;
+  // The fused path applies the draw (a sparse correction), the reference a masked copy of x.
+  DropoutDraw drop;
+  if (dropout) drop = {(torch::rand({N * I}) < 0.2).nonzero().squeeze(1), 1.25};
+  auto xd = drop.defined() ? scaled_dropout_reference(x, drop.zero_index, drop.scale) : torch::Tensor();
   torch::Tensor logits, y;
   if (fused) {
-    y = mola_fused_forward(x, W, router, A, B, spec, xd, &logits);
+    y = mola_fused_forward(x, W, router, A, B, spec, drop, &logits);
   } else {
     std::vector<torch::Tensor> As, Bs;
     for (int64_t e = 0; e < spec.n_expert; ++e) {
