@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,11 +33,14 @@ DropoutDraw draw_dropout(const torch::Tensor& x, double p) {
   auto on_x = torch::TensorOptions().dtype(torch::kInt64).device(x.device());
   DropoutDraw d;
   d.scale = 1.0 / (1.0 - p);
-  if (p >= 0.3) {  // the Poisson draw would need more numbers than elements
+  // Past p = 0.3 the Poisson draw costs more than one uniform per element on the CPU. On other devices
+  // it stays up to about 2/3 (n * -ln(1 - p) < n positions), since nonzero() waits for the device.
+  const double per_element = -std::log1p(-p);
+  if (x.device().is_cpu() ? p >= 0.3 : per_element >= 1.0) {
     d.zero_index = (torch::rand({n}, on_x.dtype(torch::kFloat32)) < p).nonzero().squeeze(1);
     return d;
   }
-  const double rate = double(n) * -std::log1p(-p);
+  const double rate = double(n) * per_element;
   auto k = torch::poisson(torch::full({1}, rate, torch::TensorOptions().dtype(torch::kFloat64))).item<double>();
   d.zero_index = torch::randint(n, {int64_t(k)}, on_x);
   return d;
@@ -113,7 +117,8 @@ MOR_AVX512 void dots_avx512(const float* g, const float* M, int64_t W, const int
   for (int64_t j = 0; j < cnt; ++j) {
     const float* m = M + int64_t(idx[j]) * W;
     __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(g), _mm512_loadu_ps(m));
-    for (int64_t b = kLanes; b < W; b += kLanes) acc = _mm512_fmadd_ps(_mm512_loadu_ps(g + b), _mm512_loadu_ps(m + b), acc);
+    for (int64_t b = kLanes; b < W; b += kLanes)
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(g + b), _mm512_loadu_ps(m + b), acc);
     out[j] = _mm512_reduce_add_ps(acc);
   }
 }
@@ -135,9 +140,24 @@ void dots(const float* g, const float* M, int64_t W, const int32_t* idx, float* 
 // so the autograd node can keep them (saved_data).
 struct DropSets {
   torch::Tensor row_ptr, cols;  // int64, int32
+  torch::Tensor xs;             // float32 [cols]: x at those positions, once correct_h has gathered them
   const int64_t* rp() const { return row_ptr.data_ptr<int64_t>(); }
   const int32_t* col() const { return cols.data_ptr<int32_t>(); }
 };
+
+// Row n's set bits of the bitmap, [n I, (n+1) I), as ascending columns written from out; returns the
+// end of what it wrote.
+int32_t* row_bits(const uint64_t* bits, int64_t n, int64_t I, int32_t* out) {
+  const int64_t lo = n * I, hi = lo + I;
+  for (int64_t w = lo >> 6; w <= (hi - 1) >> 6; ++w) {
+    uint64_t b = bits[w];
+    if (w == lo >> 6) b &= ~uint64_t{0} << (lo & 63);
+    if (w == (hi - 1) >> 6 && (hi & 63)) b &= ~(~uint64_t{0} << (hi & 63));
+    const int32_t base = int32_t(w * 64 - lo);
+    for (; b; b &= b - 1) *out++ = base + __builtin_ctzll(b);
+  }
+  return out;
+}
 
 DropSets drop_sets(const torch::Tensor& zero_index, int64_t N, int64_t I) {
   auto idx = zero_index.to(torch::kCPU, torch::kLong).contiguous();
@@ -150,24 +170,40 @@ DropSets drop_sets(const torch::Tensor& zero_index, int64_t N, int64_t I) {
                                std::to_string(n) + ")");
     bits[ip[j] >> 6] |= uint64_t{1} << (ip[j] & 63);
   }
-  int64_t nnz = 0;
-  for (auto w : bits) nnz += __builtin_popcountll(w);
   DropSets d;
-  d.row_ptr = torch::zeros({N + 1}, torch::kInt64);
+  if (k == 0) {  // (also x with no elements, whose bitmap is empty)
+    d.row_ptr = torch::zeros({N + 1}, torch::kInt64);
+    d.cols = torch::empty({0}, torch::kInt32);
+    return d;
+  }
+  // Threads scan contiguous row ranges into their own lists (k entries at most, left uninitialised
+  // past what is written), joined in row order.
+  const int64_t T = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N));
+  std::vector<std::unique_ptr<int32_t[]>> part(T);
+  std::vector<int64_t> len(T), start(N);  // start: row r's first entry within its range's list
+  at::parallel_for(0, T, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      part[t].reset(new int32_t[k]);
+      int32_t *p0 = part[t].get(), *p = p0;
+      for (int64_t r = N * t / T; r < N * (t + 1) / T; ++r) {
+        start[r] = p - p0;
+        p = row_bits(bits.data(), r, I, p);
+      }
+      len[t] = p - p0;
+    }
+  });
+  int64_t nnz = 0;
+  for (auto l : len) nnz += l;
+  d.row_ptr = torch::empty({N + 1}, torch::kInt64);
   d.cols = torch::empty({nnz}, torch::kInt32);
   int64_t* rp = d.row_ptr.data_ptr<int64_t>();
   int32_t* cols = d.cols.data_ptr<int32_t>();
-  int64_t j = 0, r = 0, row_start = 0;  // positions ascend: rows advance without a division
-  for (size_t w = 0; w < bits.size(); ++w)
-    for (uint64_t b = bits[w]; b; b &= b - 1) {
-      const int64_t pos = int64_t(w) * 64 + __builtin_ctzll(b);
-      while (pos >= row_start + I) {
-        rp[++r] = j;
-        row_start += I;
-      }
-      cols[j++] = int32_t(pos - row_start);
-    }
-  while (r < N) rp[++r] = j;
+  for (int64_t t = 0, base = 0; t < T; ++t) {
+    for (int64_t r = N * t / T; r < N * (t + 1) / T; ++r) rp[r] = base + start[r];
+    std::copy(part[t].get(), part[t].get() + len[t], cols + base);
+    base += len[t];
+  }
+  rp[N] = nnz;
   return d;
 }
 
@@ -179,9 +215,9 @@ torch::Tensor padded_float(const torch::Tensor& m) {
 }
 
 // Forward: h[n, n_plain + r] = s * (h - sum over dropped i of x[n, i] A[r, i]), for every row;
-// at = A's columns, padded float [I, W].
+// at = A's columns, padded float [I, W]. Keeps the dropped x values in d.xs for grad A's correction.
 template <typename T>
-void correct_h(torch::Tensor& h, const torch::Tensor& x, const DropSets& d, const torch::Tensor& at, int64_t n_plain,
+void correct_h(torch::Tensor& h, const torch::Tensor& x, DropSets& d, const torch::Tensor& at, int64_t n_plain,
                float s) {
   const int64_t N = x.size(0), I = x.size(1), P = h.size(1), R = P - n_plain, W = at.size(1);
   const T* xp = x.data_ptr<T>();
@@ -189,14 +225,16 @@ void correct_h(torch::Tensor& h, const torch::Tensor& x, const DropSets& d, cons
   T* hp = h.data_ptr<T>();
   const int64_t* rp = d.rp();
   const int32_t* cols = d.col();
+  d.xs = torch::empty({d.cols.numel()}, torch::kFloat32);
+  float* xs = d.xs.data_ptr<float>();
   at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-    std::vector<float> acc(W), xv;
+    std::vector<float> acc(W);
     for (int64_t n = n0; n < n1; ++n) {
       const int64_t j0 = rp[n], cnt = rp[n + 1] - j0;
-      xv.resize(cnt);
+      float* xv = xs + j0;
       for (int64_t j = 0; j < cnt; ++j) xv[j] = to_f(xp[n * I + cols[j0 + j]]);
       std::fill(acc.begin(), acc.end(), 0.0f);
-      sum_rows(acc.data(), ap, W, cols + j0, xv.data(), cnt);
+      sum_rows(acc.data(), ap, W, cols + j0, xv, cnt);
       T* hr = hp + n * P + n_plain;
       for (int64_t r = 0; r < R; ++r) hr[r] = from_f<T>(s * (to_f(hr[r]) - acc[r]));
     }
@@ -226,34 +264,30 @@ void correct_grad_x(torch::Tensor& gx, const torch::Tensor& ga, const DropSets& 
   });
 }
 
-// grad A[r, i] (wc's row n_plain + r) loses sum over dropped rows n of column i of g_A[n, r] x[n, i].
-// Threads split the columns and each scans every row's run of its columns (x read along rows), so
+// grad A[r, i] (wc's row n_plain + r) loses sum over dropped rows n of column i of g_A[n, r] x[n, i]
+// (x's values from d.xs). Threads split the columns and each scans every row's run of its columns, so
 // each sum runs over n ascending whatever the thread count.
 template <typename T>
-void correct_grad_a(torch::Tensor& gwc, const torch::Tensor& x, const torch::Tensor& ga, const DropSets& d,
-                    int64_t n_plain) {
-  const int64_t N = x.size(0), I = x.size(1), R = gwc.size(0) - n_plain, W = ga.size(1);
-  const T* xp = x.data_ptr<T>();
-  const float* gap = ga.data_ptr<float>();
+void correct_grad_a(torch::Tensor& gwc, const torch::Tensor& ga, const DropSets& d, int64_t N, int64_t n_plain) {
+  const int64_t I = gwc.size(1), R = gwc.size(0) - n_plain, W = ga.size(1);
+  const float *gap = ga.data_ptr<float>(), *xs = d.xs.data_ptr<float>();
   T* gp = gwc.data_ptr<T>() + n_plain * I;
   const int64_t* rp = d.rp();
   const int32_t* cols = d.col();
   at::parallel_for(0, I, 64, [&](int64_t i0, int64_t i1) {
-    std::vector<float> corr((i1 - i0) * W, 0.0f), xv;  // [i1 - i0, W]
+    std::vector<float> corr((i1 - i0) * W, 0.0f);  // [i1 - i0, W]
     for (int64_t n = 0; n < N; ++n) {  // row n's dropped columns in [i0, i1): [b, e)
       const int32_t* b = std::lower_bound(cols + rp[n], cols + rp[n + 1], int32_t(i0));
       const int32_t* e = std::lower_bound(b, cols + rp[n + 1], int32_t(i1));
-      xv.resize(e - b);
-      for (int64_t j = 0; j < e - b; ++j) xv[j] = to_f(xp[n * I + b[j]]);
-      scatter_rows(corr.data(), W, b, i0, xv.data(), gap + n * W, e - b);
+      scatter_rows(corr.data(), W, b, i0, xs + (b - cols), gap + n * W, e - b);
     }
     for (int64_t r = 0; r < R; ++r)
       for (int64_t i = i0; i < i1; ++i) gp[r * I + i] = from_f<T>(to_f(gp[r * I + i]) - corr[(i - i0) * W + r]);
   });
 }
 
-// Saved for the backward: x, weight, wc; with a draw, its row-major sets, A's columns as padded float
-// [I, W] ("at") and the mask value in x's dtype.
+// Saved for the backward: x, weight, wc; with a draw, its row-major sets with x's values there, A's
+// columns as padded float [I, W] ("at") and the mask value in x's dtype.
 struct AdapterInputFn : public torch::autograd::Function<AdapterInputFn> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& weight,
                                const torch::Tensor& wc_in, const torch::Tensor& zero_index, bool drop,
@@ -275,6 +309,7 @@ struct AdapterInputFn : public torch::autograd::Function<AdapterInputFn> {
     else correct_h<float>(h, x, d, at, n_plain, s);
     ctx->saved_data["row_ptr"] = d.row_ptr;
     ctx->saved_data["cols"] = d.cols;
+    ctx->saved_data["xs"] = d.xs;
     ctx->saved_data["at"] = at;
     ctx->saved_data["scale"] = double(s);
     return {y0, h};
@@ -293,6 +328,7 @@ struct AdapterInputFn : public torch::autograd::Function<AdapterInputFn> {
     if (drop) {
       d.row_ptr = sd["row_ptr"].toTensor();
       d.cols = sd["cols"].toTensor();
+      d.xs = sd["xs"].toTensor();
       at = sd["at"].toTensor();
       gh = gh.clone();
       gh.narrow(1, n_plain, R).mul_(sd["scale"].toDouble());
@@ -308,8 +344,8 @@ struct AdapterInputFn : public torch::autograd::Function<AdapterInputFn> {
     if (ctx->needs_input_grad(1)) gw = torch::mm(gy.t(), x);
     if (ctx->needs_input_grad(2)) {
       gwc = torch::mm(gh.t(), x);
-      if (drop && bf16) correct_grad_a<c10::BFloat16>(gwc, x, ga, d, n_plain);
-      else if (drop) correct_grad_a<float>(gwc, x, ga, d, n_plain);
+      if (drop && bf16) correct_grad_a<c10::BFloat16>(gwc, ga, d, x.size(0), n_plain);
+      else if (drop) correct_grad_a<float>(gwc, ga, d, x.size(0), n_plain);
     }
     return {gx, gw, gwc, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
@@ -323,8 +359,9 @@ std::pair<torch::Tensor, torch::Tensor> adapter_input_gemm(const torch::Tensor& 
                                                            const DropoutDraw& drop) {
   if (x.dim() != 2 || weight.dim() != 2 || wc.dim() != 2 || weight.size(1) != x.size(1) || wc.size(1) != x.size(1) ||
       n_plain < 0 || n_plain > wc.size(0))
-    throw std::runtime_error("adapter_input_gemm: shapes x " + std::to_string(x.dim()) + "-d, weight and wc must be [*, " +
-                             std::to_string(x.size(-1)) + "] with n_plain in [0, rows of wc]");
+    throw std::runtime_error("adapter_input_gemm: shapes x " + std::to_string(x.dim()) +
+                             "-d, weight and wc must be [*, " + std::to_string(x.dim() ? x.size(-1) : 0) +
+                             "] with n_plain in [0, rows of wc]");
   kern::check_kernel_dtype(x, "adapter_input_gemm");
   if (weight.scalar_type() != x.scalar_type() || wc.scalar_type() != x.scalar_type())
     throw std::runtime_error("adapter_input_gemm: x, weight and wc must share one dtype");

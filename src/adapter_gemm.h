@@ -20,11 +20,12 @@ struct DropoutDraw {
   bool defined() const { return zero_index.defined(); }
 };
 
-// The draw for dropout probability p in (0, 1) over x's elements, exact iid Bernoulli(p). For p < 0.3
+// The draw for dropout probability p in (0, 1) over x's elements, exact iid Bernoulli(p). For small p
 // by Poissonization: K ~ Poisson(n * -ln(1 - p)) positions drawn uniformly with replacement, each
-// element then dropped with probability 1 - e^{ln(1-p)} = p, from ~p*n random numbers instead of n.
-// Beyond that, one uniform per element (u < p). Torch's default generator of x's device (the Poisson
-// count on the CPU's), so seeded runs and gradient checkpointing's replays repeat the draw.
+// element then dropped with probability 1 - e^{ln(1-p)} = p, from ~p*n random numbers instead of n,
+// with no wait on the device (the count is drawn on the CPU). Beyond p = 0.3 on the CPU (1 - 1/e on
+// other devices), one uniform per element (u < p). Torch's default generators, so seeded runs and
+// gradient checkpointing's replays repeat the draw.
 DropoutDraw draw_dropout(const torch::Tensor& x, double p);
 
 // y0 = x W^T [N, O] and h [N, P] with h[:, :n_plain] = x wc[:n_plain]^T and h[:, n_plain:] =

@@ -17,17 +17,18 @@ namespace {
 
 using test::expect_close;
 
-struct Run {
+struct Outputs {
   std::vector<torch::Tensor> out;  // y0, h, grad x, grad weight, grad wc
 };
 
-Run run(bool fast, const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& wc0, int64_t n_plain,
+Outputs run(bool fast, const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& wc0, int64_t n_plain,
         const DropoutDraw& drop, const torch::Tensor& G, const torch::Tensor& H, bool weight_grad) {
   auto x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(weight_grad),
        wc = wc0.clone().requires_grad_(true);
-  auto [y0, h] = fast ? adapter_input_gemm(x, w, wc, n_plain, drop) : adapter_input_gemm_reference(x, w, wc, n_plain, drop);
+  auto [y0, h] =
+      fast ? adapter_input_gemm(x, w, wc, n_plain, drop) : adapter_input_gemm_reference(x, w, wc, n_plain, drop);
   ((y0.to(torch::kFloat32) * G).sum() + (h.to(torch::kFloat32) * H).sum()).backward();
-  Run r{{y0.detach(), h.detach(), x.grad(), weight_grad ? w.grad() : torch::zeros({1}), wc.grad()}};
+  Outputs r{{y0.detach(), h.detach(), x.grad(), weight_grad ? w.grad() : torch::zeros({1}), wc.grad()}};
   for (auto& t : r.out) t = t.to(torch::kFloat32);
   return r;
 }
@@ -111,7 +112,34 @@ TEST(AdapterInputGemm, NoRowsUnderDropoutLeaveTheDrawUnused) {
   DropoutDraw drop{torch::randint(120, {30}, torch::kInt64), 1.25};
   auto f = run(true, x, w, wc, 4, drop, G, H, true);
   auto r = run(false, x, w, wc, 4, DropoutDraw{}, G, H, true);
-  for (size_t i = 0; i < f.out.size(); ++i) expect_close(f.out[i], r.out[i], "n_plain = P, output " + std::to_string(i), 1e-5);
+  for (size_t i = 0; i < f.out.size(); ++i)
+    expect_close(f.out[i], r.out[i], "n_plain = P, output " + std::to_string(i), 1e-5);
+}
+
+TEST(AdapterInputGemm, CorrectionsGiveTheSameBitsForAnyThreadCount) {
+  // Threads split the draw's rows (forward h, grad x, the sets) and columns (grad A): each sum keeps one
+  // order. I = 130 is no multiple of a bitmap word, so rows share words at their ends.
+  torch::manual_seed(31);
+  const int64_t N = 301, I = 130, O = 7, n_plain = 3, R = 40;
+  auto x = torch::randn({N, I}).to(torch::kBFloat16), w = (torch::randn({O, I}) * 0.3).to(torch::kBFloat16),
+       wc = (torch::randn({n_plain + R, I}) * 0.3).to(torch::kBFloat16);
+  auto G = torch::randn({N, O}), H = torch::randn({N, n_plain + R});
+  DropoutDraw drop{torch::randint(N * I, {N * I / 10}, torch::kInt64), 1.0 / 0.9};
+  const int threads = torch::get_num_threads();
+  std::vector<Outputs> runs, plain;
+  for (int t : {1, 2, 3}) {
+    torch::set_num_threads(t);
+    runs.push_back(run(true, x, w, wc, n_plain, drop, G, H, false));
+    plain.push_back(run(true, x, w, wc, n_plain, DropoutDraw{}, G, H, false));
+  }
+  torch::set_num_threads(threads);
+  for (size_t t = 1; t < plain.size(); ++t)
+    for (size_t i = 0; i < plain[t].out.size(); ++i)
+      if (!torch::equal(plain[t].out[i], plain[0].out[i]))
+        GTEST_SKIP() << "this LibTorch's own GEMMs differ with the thread count; nothing to compare";
+  for (size_t t = 1; t < runs.size(); ++t)
+    for (size_t i = 0; i < runs[t].out.size(); ++i)
+      EXPECT_TRUE(torch::equal(runs[t].out[i], runs[0].out[i])) << "output " << i << ", " << t + 1 << " threads";
 }
 
 TEST(AdapterInputGemm, RejectsBadInputsByMessage) {
