@@ -35,12 +35,12 @@ DropoutDraw draw_dropout(const torch::Tensor& x, double p) {
   d.scale = 1.0 / (1.0 - p);
   // Past p = 0.3 the Poisson draw costs more than one uniform per element on the CPU. On other devices
   // it stays up to about 2/3 (n * -ln(1 - p) < n positions), since nonzero() waits for the device.
-  const double per_element = -std::log1p(-p);
-  if (x.device().is_cpu() ? p >= 0.3 : per_element >= 1.0) {
+  const double hits_per_element = -std::log1p(-p);  // the Poisson rate of each element
+  if (x.device().is_cpu() ? p >= 0.3 : hits_per_element >= 1.0) {
     d.zero_index = (torch::rand({n}, on_x.dtype(torch::kFloat32)) < p).nonzero().squeeze(1);
     return d;
   }
-  const double rate = double(n) * per_element;
+  const double rate = double(n) * hits_per_element;
   auto k = torch::poisson(torch::full({1}, rate, torch::TensorOptions().dtype(torch::kFloat64))).item<double>();
   d.zero_index = torch::randint(n, {int64_t(k)}, on_x);
   return d;

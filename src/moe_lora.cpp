@@ -159,14 +159,13 @@ static std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> input_products(
   torch::Tensor y0, h;
   if (adapter_input_gemm_ok(x, drop)) {
     std::tie(y0, h) = adapter_input_gemm(x, weight, wc, E, drop);
-  } else if (!drop.defined()) {
-    y0 = torch::mm(x, weight.t());
-    h = torch::mm(x, wc.t());
   } else {
-    auto xd = scaled_dropout(x, drop.zero_index, drop.scale);
     y0 = torch::mm(x, weight.t());
-    if (!with_router) return {y0, torch::Tensor(), torch::mm(xd, wc.t())};
-    return {y0, torch::mm(x, router.to(dt).t()), torch::mm(xd, lora_A.to(dt).t())};
+    if (drop.defined()) {  // the masked copy feeds A alone; the router reads x
+      auto a = torch::mm(scaled_dropout(x, drop.zero_index, drop.scale), wc.narrow(0, E, R).t());
+      return {y0, with_router ? torch::mm(x, wc.narrow(0, 0, E).t()) : torch::Tensor(), a};
+    }
+    h = torch::mm(x, wc.t());
   }
   if (!with_router) return {y0, torch::Tensor(), h};
   return {y0, h.narrow(1, 0, E), h.narrow(1, E, R)};
