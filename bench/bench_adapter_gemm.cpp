@@ -1,8 +1,9 @@
-// The adapter input GEMM's dropout cost, forward+backward, one target module in bf16: the base GEMM
+// The adapter input GEMM's dropout cost, forward+backward, one target module in the compute dtype
+// (bf16 where the CPU has AVX512-BF16, float32 elsewhere, as `--dtype auto`): the base GEMM
 // alone, adapter_input_gemm without a draw, with a p=0.05 draw as a sparse correction, and the dense
 // formulation it replaced (a masked copy of x, then separate GEMMs for the router and A). Prints
 // medians over interleaved rounds and each variant's time over the base GEMM; not pass/fail.
-// Usage: bench_adapter_gemm [threads=2] [rounds=7]
+// Usage: bench_adapter_gemm [threads=2] [rounds=7] [dtype=auto|bf16|float32]
 #include "torch_api.h"
 
 #include <algorithm>
@@ -61,17 +62,19 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 7;
+  const torch::Dtype dt = parse_dtype(argc > 3 ? argv[3] : "auto", torch::kCPU);
   set_threads(threads);  // and the allocator tuning mor runs with
   torch::manual_seed(0);
   // q_proj-like and down_proj-like modules at hidden 2048 (bench_train's shape), 4x256 tokens, for
   // plain LoRA r8 (no router) and an 8-expert r8 MoLA layer (router 8 rows, A 64 rows).
   std::vector<Shape> shapes = {{1024, 2048, 2048, 0, 8}, {1024, 2048, 2048, 8, 64}, {1024, 5632, 2048, 8, 64}};
-  std::printf("adapter input GEMM, forward+backward, bf16, %d threads, median of %d rounds\n", threads, rounds);
+  std::printf("adapter input GEMM, forward+backward, %s, %d threads, median of %d rounds\n", dtype_name(dt).c_str(),
+              threads, rounds);
   for (const auto& s : shapes) {
-    auto bf = torch::TensorOptions().dtype(torch::kBFloat16);
-    auto x0 = torch::randn({s.N, s.I}).to(torch::kBFloat16);
-    auto W = (torch::randn({s.O, s.I}) * 0.02).to(torch::kBFloat16);
-    auto wc0 = (torch::randn({s.n_plain + s.R, s.I}) * 0.02).to(torch::kBFloat16);
+    auto bf = torch::TensorOptions().dtype(dt);
+    auto x0 = torch::randn({s.N, s.I}).to(dt);
+    auto W = (torch::randn({s.O, s.I}) * 0.02).to(dt);
+    auto wc0 = (torch::randn({s.n_plain + s.R, s.I}) * 0.02).to(dt);
     auto gy = torch::randn({s.N, s.O}, bf), gh = torch::randn({s.N, s.n_plain + s.R}, bf);
     std::vector<std::vector<double>> ms(4);
     for (int r = 0; r <= rounds; ++r)

@@ -23,7 +23,7 @@ inline double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Best FLOP/s of `reps` runs of a bf16 [M, K] x [K, N] product (the weight stored [N, K] and used
+// Best FLOP/s of `reps` runs of a `dt` [M, K] x [K, N] product (the weight stored [N, K] and used
 // transposed, as the projections do).
 inline double mm_peak(int64_t M, int64_t K, int64_t N, int reps = 7, torch::Dtype dt = torch::kBFloat16) {
   torch::NoGradGuard ng;

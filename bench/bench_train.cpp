@@ -1,17 +1,18 @@
 // Training throughput, interleaved in rounds so the ratios hold on a shared machine: one training step
-// (forward, loss, backward, gradient clipping, AdamW) of random LLaMA-shaped models with a bf16 base,
+// (forward, loss, backward, gradient clipping, AdamW) of random LLaMA-shaped models with a base in the
+// compute dtype (--dtype, default auto: bf16 where the CPU has AVX512-BF16, float32 elsewhere),
 // hidden 2048, intermediate 5632, 32 heads, 4 kv heads, 6 layers, vocab 32000, 4 x 256 tokens:
 //   base   frozen base only (layer 0's input norm trainable so backward runs through every layer),
 //   lora   plain LoRA r=8 on all 7 modules (one expert), dropout 0.05,
 //   mola   MoLA experts 2,2,4,4,6,8 top-2 r=8, dropout 0.05, balance loss (--obalance).
 // The three models share one set of base weights. Each round runs one step of each (order rotated per
 // round) after a warm-up round; it prints medians and per-round values of tokens/s, lora/base and
-// mola/base, and MFU against the bf16 torch.mm 2048^3 peak measured at the start and end of the run.
+// mola/base, and MFU against that dtype's torch.mm 2048^3 peak measured at the start and end of the run.
 //   7b     (own process, --one 7b): LLaMA-2-7B shapes, MoLA 2/4/6/8 experts per 8 layers, top-2,
 //          1 x 256 tokens, --gradient_checkpointing optional: first and steady-state (step 2+) seconds
 //          per step and peak RSS. Needs ~16-17 GB: check `free -g` first.
-// Usage: bench_train [--threads 2] [--rounds 7]
-//        bench_train --one 7b [--threads 2] [--steps 3] [--gradient_checkpointing]
+// Usage: bench_train [--threads 2] [--rounds 7] [--dtype auto]
+//        bench_train --one 7b [--threads 2] [--steps 3] [--gradient_checkpointing] [--dtype auto]
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -34,6 +35,8 @@ using bench::seconds_since;
 
 namespace {
 
+torch::Dtype g_dtype = torch::kBFloat16;  // the base's compute dtype, from --dtype
+
 double peak_rss_gb() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -51,10 +54,10 @@ ModelConfig llama7b_cfg() {
   return c;
 }
 
-// A bf16 model whose base weights are `share`'s tensors (no copy), or freshly filled in place, one
+// A g_dtype model whose base weights are `share`'s tensors (no copy), or freshly filled in place, one
 // tensor at a time (no float32 copy), when `share` is null.
 LlamaForCausalLM build(const ModelConfig& cfg, LlamaForCausalLM* share) {
-  LlamaForCausalLM m(cfg, torch::kBFloat16, torch::kCPU);
+  LlamaForCausalLM m(cfg, g_dtype, torch::kCPU);
   torch::NoGradGuard ng;
   if (share) {
     auto src = (*share)->base_weights();
@@ -163,21 +166,24 @@ int main(int argc, char** argv) {
   std::string one;
   int threads = 2, steps = 3, rounds = 7;
   bool checkpointing = false;
+  std::string dtype = "auto";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--one" && i + 1 < argc) one = argv[++i];
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
     else if (a == "--rounds" && i + 1 < argc) rounds = std::atoi(argv[++i]);
+    else if (a == "--dtype" && i + 1 < argc) dtype = argv[++i];
     else if (a == "--gradient_checkpointing") checkpointing = true;
   }
+  g_dtype = parse_dtype(dtype, torch::kCPU);
   set_threads(threads);
   if (one == "7b") return run_7b(steps, checkpointing);
   if (!one.empty()) throw std::runtime_error("--one: only 7b runs in its own process");
 
-  const double peak0 = bench::mm_peak(2048, 2048, 2048);
-  std::printf("bench_train: threads %d, %d rounds after a warm-up; bf16 mm 2048^3 peak at start %.1f GFLOP/s\n",
-              torch::get_num_threads(), rounds, peak0 / 1e9);
+  const double peak0 = bench::mm_peak(2048, 2048, 2048, 7, g_dtype);
+  std::printf("bench_train: threads %d, %d rounds after a warm-up; %s mm 2048^3 peak at start %.1f GFLOP/s\n",
+              torch::get_num_threads(), rounds, dtype_name(g_dtype).c_str(), peak0 / 1e9);
   const ModelConfig cfg = small_cfg();
   const int64_t B = 4, T = 256;
   std::vector<Config> cs(3);
@@ -213,7 +219,7 @@ int main(int argc, char** argv) {
     std::printf("round %d: base %.2f s, lora %.2f s, mola %.2f s\n", r + 1, secs["base"], secs["lora"], secs["mola"]);
     std::fflush(stdout);
   }
-  const double peak1 = bench::mm_peak(2048, 2048, 2048);
+  const double peak1 = bench::mm_peak(2048, 2048, 2048, 7, g_dtype);
   std::printf("mm peak at end %.1f GFLOP/s (MFU uses the start figure); peak RSS %.2f GB\n", peak1 / 1e9, peak_rss_gb());
   std::printf("medians over %d rounds [per round]:\n", rounds);
   for (const auto& [k, v] : s) bench::print_row(k, v, "");

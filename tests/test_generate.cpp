@@ -247,4 +247,15 @@ TEST(Runtime, DeviceDtypeThreads) {
   set_threads(before);
   EXPECT_THROW(set_threads(-1), std::runtime_error);
   EXPECT_NE(describe_runtime(torch::kCPU, torch::kBFloat16, "auto").find("dtype bfloat16 (auto:"), std::string::npos);
+  // an explicit bf16 on a CPU without AVX512-BF16 runs, with a warning; auto and float32 say nothing
+  for (const char* flag : {"bf16", "auto", "float32"}) {
+    testing::internal::CaptureStderr();
+    const Runtime r = apply_runtime(RuntimeOptions{"cpu", flag, before});
+    const std::string err = testing::internal::GetCapturedStderr();
+    const bool warned = err.find("mor: warning: --dtype bf16 on a CPU without AVX512-BF16") != std::string::npos;
+    EXPECT_EQ(warned, std::string(flag) == "bf16" && !cpu_has_fast_bf16()) << flag << ": " << err;
+    if (std::string(flag) == "bf16") {
+      EXPECT_EQ(r.dtype, torch::kBFloat16);
+    }
+  }
 }
