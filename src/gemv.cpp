@@ -209,7 +209,7 @@ torch::Tensor gemv_bf16_reference(const torch::Tensor& x, const torch::Tensor& w
   return d.to(torch::kBFloat16);
 }
 
-bool gemv_pays(int64_t M, int64_t N, int64_t K) { return M <= 4 || N * K <= (int64_t(1) << 20); }
+bool gemv_pays(int64_t M, int64_t N, int64_t K) { return M >= 1 && M <= kGemvMaxRows; }
 
 torch::Tensor linear_nograd(const torch::Tensor& x, const torch::Tensor& w) {
   const int64_t K = x.size(-1);
