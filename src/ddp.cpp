@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #endif
 #ifdef MOR_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
@@ -119,6 +120,22 @@ class JoinDeadlineStore : public c10d::PrefixStore {
   bool joining_ = true;
 };
 
+// LibTorch 2.4+ asks for the libuv store server by default, and a LibTorch built without libuv
+// (Debian 13's 2.6) then throws "use_libuv was requested but PyTorch was build without libuv
+// support" before it binds the port; the server falls back to the classic backend there, as it
+// would have to anyway. A client never starts a server backend, so this only ever changes rank 0.
+c10::intrusive_ptr<c10d::TCPStore> make_tcp_store(const std::string& host, c10d::TCPStoreOptions so) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(host, so);
+  } catch (const std::exception& e) {
+    if (!so.useLibUV || std::string(e.what()).find("libuv") == std::string::npos) throw;
+    so.useLibUV = false;
+  }
+#endif
+  return c10::make_intrusive<c10d::TCPStore>(host, so);
+}
+
 template <typename PG>
 void hold(Distributed::Impl& impl, c10::intrusive_ptr<PG> pg) {
   impl.allreduce = [pg](std::vector<at::Tensor>& ts) { return pg->allreduce(ts); };
@@ -155,7 +172,7 @@ Distributed Distributed::connect(const DdpEnv& env, const std::string& backend_f
     so.timeout = impl->timeout;
     // One deadline for the whole join (see JoinDeadlineStore).
     const auto deadline = std::chrono::steady_clock::now() + impl->timeout;
-    auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    auto tcp = make_tcp_store(env.master_addr, so);
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     tcp->setTimeout(std::max(left, std::chrono::milliseconds(1000)));
     auto joining = c10::make_intrusive<JoinDeadlineStore>("/mor/attempt_" + std::to_string(env.restart_count) + "/",

@@ -129,14 +129,17 @@ void expect_series_near(const json& a, const json& b, const char* key, double re
   for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(x[i], y[i], rel * std::max(1.0, std::abs(x[i]))) << key << " " << i;
 }
 
-void wait_logged(const std::string& out, int lines_wanted) {
+// Whether metrics.jsonl reached `lines_wanted` lines within 30 s (a fault test whose ranks never
+// joined would otherwise pass on the join's own error line).
+bool wait_logged(const std::string& out, int lines_wanted) {
   for (int i = 0; i < 3000; ++i) {
     std::ifstream f(out + "/metrics.jsonl");
     int lines = 0;
     for (std::string l; std::getline(f, l);) ++lines;
-    if (lines >= lines_wanted) return;
+    if (lines >= lines_wanted) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  return false;
 }
 // Processes (other than this one) whose command line mentions `needle`.
 int processes_with(const std::string& needle) {
@@ -365,12 +368,13 @@ TEST(DdpFaults, KilledRankEndsTheOtherWithOneErrorLine) {
   const int port = free_port();
   const std::string extra = " --max_steps 100000 --save_steps 2 --save_total_limit 2 --ddp_timeout 20";
   Rank r0 = start_rank(0, port, out, extra), r1 = start_rank(1, port, out, extra);
-  wait_logged(out, 5);
+  const bool trained = wait_logged(out, 5);
   kill(r1.pid, SIGKILL);
   waitpid(r1.pid, nullptr, 0);
   double took = 0;
   const int code = wait_exit(r0.pid, 25, took);
   const std::string err = test::read_file(r0.err);
+  ASSERT_TRUE(trained) << "the 2 ranks never logged 5 steps: " << err;
   EXPECT_NE(code, -1) << "rank 0 still running 25 s after rank 1 died";
   EXPECT_NE(code, 0) << err;
   EXPECT_LT(took, 20.0);
@@ -385,13 +389,14 @@ TEST(DdpFaults, HungRankEndsTheOtherWithinTheTimeout) {
   const int port = free_port();
   const std::string extra = " --max_steps 100000 --save_steps 3 --save_total_limit 2 --ddp_timeout 4";
   Rank r0 = start_rank(0, port, out, extra), r1 = start_rank(1, port, out, extra);
-  wait_logged(out, 5);
+  const bool trained = wait_logged(out, 5);
   kill(r1.pid, SIGSTOP);
   double took = 0;
   const int code = wait_exit(r0.pid, 15, took);
   kill(r1.pid, SIGKILL);
   waitpid(r1.pid, nullptr, 0);
   const std::string err = test::read_file(r0.err);
+  ASSERT_TRUE(trained) << "the 2 ranks never logged 5 steps: " << err;
   EXPECT_NE(code, -1) << "rank 0 still running 15 s after rank 1 hung (timeout 4 s)";
   EXPECT_NE(code, 0) << err;
   EXPECT_NE(err.find("mor train: error: data parallel: "), std::string::npos) << err;
