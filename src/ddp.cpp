@@ -125,7 +125,7 @@ class JoinDeadlineStore : public c10d::PrefixStore {
 // support" before it binds the port; the server falls back to the classic backend there, as it
 // would have to anyway. A client never starts a server backend, so this only ever changes rank 0.
 c10::intrusive_ptr<c10d::TCPStore> make_tcp_store(const std::string& host, c10d::TCPStoreOptions so) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   try {
     return c10::make_intrusive<c10d::TCPStore>(host, so);
   } catch (const std::exception& e) {
