@@ -37,10 +37,12 @@ namespace {
 
 torch::Dtype g_dtype = torch::kBFloat16;  // the base's compute dtype, from --dtype
 
+// Peak RSS in GB (10^9 bytes, the unit of issue 12's goal); ru_maxrss is in KiB. (Until 2026-12-03
+// this printed GiB labelled GB.)
 double peak_rss_gb() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / 1024.0 / 1024.0;
+  return ru.ru_maxrss * 1024.0 / 1e9;
 }
 
 ModelConfig small_cfg() {
