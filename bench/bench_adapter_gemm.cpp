@@ -71,11 +71,11 @@ int main(int argc, char** argv) {
   std::printf("adapter input GEMM, forward+backward, %s, %d threads, median of %d rounds\n", dtype_name(dt).c_str(),
               threads, rounds);
   for (const auto& s : shapes) {
-    auto bf = torch::TensorOptions().dtype(dt);
+    auto opt = torch::TensorOptions().dtype(dt);
     auto x0 = torch::randn({s.N, s.I}).to(dt);
     auto W = (torch::randn({s.O, s.I}) * 0.02).to(dt);
     auto wc0 = (torch::randn({s.n_plain + s.R, s.I}) * 0.02).to(dt);
-    auto gy = torch::randn({s.N, s.O}, bf), gh = torch::randn({s.N, s.n_plain + s.R}, bf);
+    auto gy = torch::randn({s.N, s.O}, opt), gh = torch::randn({s.N, s.n_plain + s.R}, opt);
     std::vector<std::vector<double>> ms(4);
     for (int r = 0; r <= rounds; ++r)
       for (int v = 0; v < 4; ++v) {

@@ -35,8 +35,6 @@ using bench::seconds_since;
 
 namespace {
 
-torch::Dtype g_dtype = torch::kBFloat16;  // the base's compute dtype, from --dtype
-
 // Peak RSS in GB (10^9 bytes, the unit of issue 12's goal); ru_maxrss is in KiB. (Until 2026-12-03
 // this printed GiB labelled GB.)
 double peak_rss_gb() {
@@ -56,10 +54,10 @@ ModelConfig llama7b_cfg() {
   return c;
 }
 
-// A g_dtype model whose base weights are `share`'s tensors (no copy), or freshly filled in place, one
+// A `dt` model whose base weights are `share`'s tensors (no copy), or freshly filled in place, one
 // tensor at a time (no float32 copy), when `share` is null.
-LlamaForCausalLM build(const ModelConfig& cfg, LlamaForCausalLM* share) {
-  LlamaForCausalLM m(cfg, g_dtype, torch::kCPU);
+LlamaForCausalLM build(const ModelConfig& cfg, torch::Dtype dt, LlamaForCausalLM* share) {
+  LlamaForCausalLM m(cfg, dt, torch::kCPU);
   torch::NoGradGuard ng;
   if (share) {
     auto src = (*share)->base_weights();
@@ -135,12 +133,12 @@ void bench_step(Config& c, const torch::Tensor& ids) {
   c.opt->zero_grad();
 }
 
-int run_7b(int steps, bool checkpointing) {
+int run_7b(int steps, bool checkpointing, torch::Dtype dt) {
   ModelConfig cfg = llama7b_cfg();
   auto t_build = Clock::now();
   Config c;
   c.name = "mola";
-  c.model = build(cfg, nullptr);
+  c.model = build(cfg, dt, nullptr);
   std::string experts;
   for (int l = 0; l < 32; ++l) experts += (l ? "," : "") + std::to_string(2 + 2 * (l / 8));
   setup(c, cfg, experts);
@@ -178,22 +176,22 @@ int main(int argc, char** argv) {
     else if (a == "--dtype" && i + 1 < argc) dtype = argv[++i];
     else if (a == "--gradient_checkpointing") checkpointing = true;
   }
-  g_dtype = parse_dtype(dtype, torch::kCPU);
+  const torch::Dtype dt = parse_dtype(dtype, torch::kCPU);
   set_threads(threads);
-  if (one == "7b") return run_7b(steps, checkpointing);
+  if (one == "7b") return run_7b(steps, checkpointing, dt);
   if (!one.empty()) throw std::runtime_error("--one: only 7b runs in its own process");
 
-  const double peak0 = bench::mm_peak(2048, 2048, 2048, 7, g_dtype);
+  const double peak0 = bench::mm_peak(2048, 2048, 2048, 7, dt);
   std::printf("bench_train: threads %d, %d rounds after a warm-up; %s mm 2048^3 peak at start %.1f GFLOP/s\n",
-              torch::get_num_threads(), rounds, dtype_name(g_dtype).c_str(), peak0 / 1e9);
+              torch::get_num_threads(), rounds, dtype_name(dt).c_str(), peak0 / 1e9);
   const ModelConfig cfg = small_cfg();
   const int64_t B = 4, T = 256;
   std::vector<Config> cs(3);
   cs[0].name = "base";
   cs[1].name = "lora";
   cs[2].name = "mola";
-  cs[0].model = build(cfg, nullptr);
-  for (int i = 1; i < 3; ++i) cs[i].model = build(cfg, &cs[0].model);
+  cs[0].model = build(cfg, dt, nullptr);
+  for (int i = 1; i < 3; ++i) cs[i].model = build(cfg, dt, &cs[0].model);
   for (auto& c : cs) setup(c, cfg, "2,2,4,4,6,8");
   torch::manual_seed(1);
   auto ids = torch::randint(3, cfg.vocab_size, {B, T}, torch::kInt64);
@@ -221,7 +219,7 @@ int main(int argc, char** argv) {
     std::printf("round %d: base %.2f s, lora %.2f s, mola %.2f s\n", r + 1, secs["base"], secs["lora"], secs["mola"]);
     std::fflush(stdout);
   }
-  const double peak1 = bench::mm_peak(2048, 2048, 2048, 7, g_dtype);
+  const double peak1 = bench::mm_peak(2048, 2048, 2048, 7, dt);
   std::printf("mm peak at end %.1f GFLOP/s (MFU uses the start figure); peak RSS %.2f GB\n", peak1 / 1e9, peak_rss_gb());
   std::printf("medians over %d rounds [per round]:\n", rounds);
   for (const auto& [k, v] : s) bench::print_row(k, v, "");

@@ -25,14 +25,11 @@ torch::Tensor gemv_bf16(const torch::Tensor& x, const torch::Tensor& w, torch::T
 // The reference: float32 products of the bf16 values summed in float32, rounded once to bf16.
 torch::Tensor gemv_bf16_reference(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& acc = {});
 
-// Where the kernel measured faster than torch::mm (bench_gemv, 2 threads, AVX512-BF16 EPYC): every
-// M <= 8 at every decode shape, 45-63 GB/s against oneDNN's 10-25 at M = 1 and 27-32 against 10-21 at
-// M = 8. (Before the kernels were built with OpenMP they ran on one thread and oneDNN kept the MLP
-// and the vocabulary at M > 4.) Kept as the one place to tune should another CPU differ.
-bool gemv_pays(int64_t M, int64_t N, int64_t K);
-
-// x [..., K] W^T for inference call sites: the kernel where gemv_ok and gemv_pays hold for x
-// flattened to [rows, K], else torch::matmul. Same rounding point either way.
+// x [..., K] W^T for inference call sites: the kernel where gemv_ok holds for x flattened to
+// [rows, K], else torch::matmul. Same rounding point either way. The kernel measured faster than
+// torch::mm at every M <= 8 and decode shape (bench_gemv, 2 threads, AVX512-BF16 EPYC): 45-63 GB/s
+// against oneDNN's 10-25 at M = 1, 27-32 against 10-21 at M = 8. (While the kernels ran on one
+// thread, before morlib was built with OpenMP, oneDNN had kept the MLP and the vocabulary at M > 4.)
 torch::Tensor linear_nograd(const torch::Tensor& x, const torch::Tensor& w);
 
 // acc [M, O] += a [M, R] b^T in place for inference, b [O, R] the (scaled) B of a rank-R update
