@@ -3,14 +3,15 @@
 // top-2; and one training step of the hidden-2048 x 6-layer model (4 x 256 tokens, bf16) base-only,
 // plain LoRA r8 (one expert) and MoLA 2,2,4,4,6,8 top-2, both with dropout 0.05. Each op's self time
 // (its time minus its children's) goes to one category, chosen from its name and input shapes:
-//   base GEMM (mm/addmm/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
+//   base GEMM (mm/addmm(_)/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
 //   softmax over > 16 columns, mask fill, fused attention kernels), logits/loss (GEMMs with a vocab
 //   dim, log_softmax, nll; the chunked loss's own gathers/exps/scatters), routing (topk, scatter,
-//   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout (RNG and the masked scaled copy), optimizer (anything under the optimizer step), and
+//   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout (RNG, the masked scaled copy, the adapter GEMM's sparse corrections), optimizer (anything under the optimizer step), and
 //   "outside ops" = wall time minus the top-level ops (C++ glue, dispatch; OpenMP barrier time is
 //   inside the ops, see the 1-vs-2-thread figure). Percentages are of the wall time of the same run.
 // Usage: bench_profile [--threads 2] [--what prefill,decode,train] [--reps 3] [--top 12] [--chains 0]
-// (--chains N: also the N costliest fill_/zero_/copy_ call chains, with their nearest enclosing ops)
+// (--chains N: also the N costliest fill_/zero_/copy_ call chains, with their nearest enclosing ops;
+// --chain-ops a,b: follow those ops instead, e.g. aten::mul,aten::mm)
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <cstdlib>
@@ -54,7 +55,7 @@ std::string category(const std::string& n, const std::vector<std::vector<int64_t
 
 std::string category_of_op(const std::string& n, const std::vector<std::vector<int64_t>>& shapes) {
   auto dims_of = [&](size_t i) { return i < shapes.size() ? shapes[i] : std::vector<int64_t>{}; };
-  if (n == "aten::mm" || n == "aten::addmm") {
+  if (n == "aten::mm" || n == "aten::addmm" || n == "aten::addmm_") {  // addmm(_): self, mat1, mat2
     auto a = dims_of(n == "aten::mm" ? 0 : 1), b = dims_of(n == "aten::mm" ? 1 : 2);
     if (a.size() == 2 && b.size() == 2) {
       if (a[0] == kVocab || a[1] == kVocab || b[1] == kVocab) return "logits/loss";
@@ -78,7 +79,10 @@ std::string category_of_op(const std::string& n, const std::vector<std::vector<i
   }
   if (has(n, "log_softmax") || has(n, "nll_loss") || has(n, "cross_entropy")) return "logits/loss";
   if (has(n, "topk") || has(n, "scatter") || has(n, "sort") || has(n, "mor::route") || has(n, "one_hot")) return "routing";
-  if (has(n, "poisson") || has(n, "randint") || has(n, "bernoulli") || has(n, "dropout") || has(n, "index_fill"))
+  // aten::random_ is randint's draw; the adapter GEMM's own time (its GEMMs are child ops) is the
+  // dropout's sparse correction: the drawn positions' sets, the forward h and the grad x / grad A fixes.
+  if (has(n, "poisson") || has(n, "randint") || has(n, "bernoulli") || has(n, "dropout") || has(n, "index_fill") ||
+      n == "aten::random_" || has(n, "mor::adapter_input_gemm"))
     return "dropout";
   if (n == "aten::to" || n == "aten::_to_copy" || n == "aten::copy_" || n == "aten::clone" || n == "aten::contiguous" ||
       n == "aten::cat" || n == "aten::index_select" || n == "aten::embedding" || n == "aten::index")
@@ -101,7 +105,9 @@ struct Profile {
   std::map<std::string, std::pair<double, int64_t>> chain_us;
 };
 
-bool chained(const std::string& n) { return n == "aten::fill_" || n == "aten::zero_" || n == "aten::copy_"; }
+std::string g_chain_ops = "aten::fill_,aten::zero_,aten::copy_";  // --chain-ops: the ops --chains follows
+
+bool chained(const std::string& n) { return ("," + g_chain_ops + ",").find("," + n + ",") != std::string::npos; }
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
@@ -166,7 +172,7 @@ void print_chains(const Profile& p, int top) {
   std::vector<std::pair<double, std::string>> cs;
   for (const auto& [k, v] : p.chain_us) cs.push_back({v.first, k + " x" + std::to_string(v.second)});
   std::sort(cs.rbegin(), cs.rend());
-  std::printf("  fills and copies by caller:\n");
+  std::printf("  %s by caller:\n", g_chain_ops.c_str());
   for (int i = 0; i < top && i < static_cast<int>(cs.size()); ++i)
     std::printf("    %8.2f ms  %s\n", cs[i].first / 1e3, cs[i].second.c_str());
 }
@@ -295,6 +301,7 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
     else if (a == "--top") top = std::atoi(argv[i + 1]);
     else if (a == "--chains") g_chains = std::atoi(argv[i + 1]);
+    else if (a == "--chain-ops") g_chain_ops = argv[i + 1];
   }
   set_threads(threads);
   std::printf("bench_profile: threads %d; categories are self time as %% of the wall time of one run (median of %d)\n",
