@@ -6,7 +6,8 @@
 //   base GEMM (mm/addmm(_)/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
 //   softmax over > 16 columns, mask fill, fused attention kernels), logits/loss (GEMMs with a vocab
 //   dim, log_softmax, nll; the chunked loss's own gathers/exps/scatters), routing (topk, scatter,
-//   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout (RNG, the masked scaled copy, the adapter GEMM's sparse corrections), optimizer (anything under the optimizer step), and
+//   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout (RNG, the masked
+//   scaled copy, the adapter GEMM's sparse corrections), optimizer (anything under the optimizer step), and
 //   "outside ops" = wall time minus the top-level ops (C++ glue, dispatch; OpenMP barrier time is
 //   inside the ops, see the 1-vs-2-thread figure). Percentages are of the wall time of the same run.
 // Usage: bench_profile [--threads 2] [--what prefill,decode,train] [--reps 3] [--top 12] [--chains 0]
@@ -18,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "adapter.h"
@@ -105,9 +107,10 @@ struct Profile {
   std::map<std::string, std::pair<double, int64_t>> chain_us;
 };
 
-std::string g_chain_ops = "aten::fill_,aten::zero_,aten::copy_";  // --chain-ops: the ops --chains follows
+// --chain-ops: the ops --chains follows
+std::set<std::string> g_chain_ops = {"aten::fill_", "aten::zero_", "aten::copy_"};
 
-bool chained(const std::string& n) { return ("," + g_chain_ops + ",").find("," + n + ",") != std::string::npos; }
+bool chained(const std::string& n) { return g_chain_ops.count(n) > 0; }
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
@@ -172,7 +175,9 @@ void print_chains(const Profile& p, int top) {
   std::vector<std::pair<double, std::string>> cs;
   for (const auto& [k, v] : p.chain_us) cs.push_back({v.first, k + " x" + std::to_string(v.second)});
   std::sort(cs.rbegin(), cs.rend());
-  std::printf("  %s by caller:\n", g_chain_ops.c_str());
+  std::string ops;
+  for (const auto& o : g_chain_ops) ops += (ops.empty() ? "" : ",") + o;
+  std::printf("  %s by caller:\n", ops.c_str());
   for (int i = 0; i < top && i < static_cast<int>(cs.size()); ++i)
     std::printf("    %8.2f ms  %s\n", cs[i].first / 1e3, cs[i].second.c_str());
 }
@@ -301,7 +306,12 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
     else if (a == "--top") top = std::atoi(argv[i + 1]);
     else if (a == "--chains") g_chains = std::atoi(argv[i + 1]);
-    else if (a == "--chain-ops") g_chain_ops = argv[i + 1];
+    else if (a == "--chain-ops") {
+      g_chain_ops.clear();
+      std::stringstream list(argv[i + 1]);
+      for (std::string op; std::getline(list, op, ',');)
+        if (!op.empty()) g_chain_ops.insert(op);
+    }
   }
   set_threads(threads);
   std::printf("bench_profile: threads %d; categories are self time as %% of the wall time of one run (median of %d)\n",
