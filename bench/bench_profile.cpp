@@ -3,7 +3,9 @@
 // top-2; and one training step of the hidden-2048 x 6-layer model (4 x 256 tokens, bf16) base-only,
 // plain LoRA r8 (one expert) and MoLA 2,2,4,4,6,8 top-2, both with dropout 0.05. Each op's self time
 // (its time minus its children's) goes to one category, chosen from its name and input shapes:
-//   base GEMM (mm/addmm(_)/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128), attention (bmm,
+//   base GEMM (mm/addmm(_)/mor::gemv with both weight dims > 128), adapter GEMM (a dim <= 128),
+//   projections (gemv_group: decode's fused q/k/v, gate/up or single projections, base rows plus
+//   any adapter's), attention (bmm,
 //   softmax over > 16 columns, mask fill, fused attention kernels), logits/loss (GEMMs with a vocab
 //   dim, log_softmax, nll; the chunked loss's own gathers/exps/scatters), routing (topk, scatter,
 //   softmax over <= 16 columns), norms/elementwise, casts/copies, allocation, dropout (RNG, the masked
@@ -72,6 +74,9 @@ std::string category_of_op(const std::string& n, const std::vector<std::vector<i
     return "base GEMM";
   }
   if (n == "mor::low_rank") return "adapter GEMM";  // gemv.h's B update of decode rows
+  // gemv.h's decode projections in one parallel region: the base rows, and with MoLA also the
+  // router/A rows, gates and B updates, which no longer have ops of their own
+  if (n == "mor::gemv_group") return "projections (gemv_group)";
   if (n == "aten::bmm" || n == "aten::baddbmm" || has(n, "mor::attn") || has(n, "SoftmaxBackward") || n == "aten::masked_fill_" ||
       n == "aten::masked_fill")
     return "attention";

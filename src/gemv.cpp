@@ -3,7 +3,7 @@
 // lanes); lanes are summed at the end of a row and rounded once to bf16. oneDNN's bf16 GEMM reaches
 // about half the read bandwidth at M = 1 (bench_eval), this about what a plain read does. The
 // low-rank update of decode rows (the LoRA B product) runs along the outputs instead, 64 columns
-// per AVX-512 block.
+// per AVX-512 block. gemv_group runs several weights' rows, gates and updates in one OpenMP region.
 #include "gemv.h"
 
 #include <ATen/Parallel.h>
@@ -12,6 +12,11 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "kernels.h"
 #include "kernels_rows.h"
@@ -44,36 +49,7 @@ bool cpu_has_avx512bf16() {
 
 #if MOR_HAVE_BF16_KERNEL
 
-// The 16-lane sums of C <= 16 accumulators at once. Each follows the halving tree of a single
-// vector's sum (lane i + lane i^8, then i^4, i^2, i^1; bitwise what that sum gives, checked once
-// against it), but every shuffle combines two accumulators: 16 sums take 15 shuffle pairs instead
-// of 16 x 4, which at M = 8 were about a seventh of the instructions of a K = 1024 row.
-template <int C>
-MOR_BF16_TARGET inline void lane_sums(const __m512* acc, float* out) {
-  static_assert(C >= 1 && C <= 16, "lane_sums: 1 to 16 accumulators");
-  const __m512 zero = _mm512_setzero_ps();
-  __m512 v[4];  // v[g] quarter k: accumulator 4g+k's lanes j + j^4 + j^8 + j^12 (j < 4)
-  for (int g = 0; g < 4; ++g) {
-    if (4 * g >= C) {
-      v[g] = zero;
-      continue;
-    }
-    __m512 t[2];  // t[p]: accumulators 4g+2p and 4g+2p+1, lanes j + j^8 (j < 8) in two quarters each
-    for (int p = 0; p < 2; ++p) {
-      const int i = 4 * g + 2 * p;  // a lambda would not inherit the target ISA
-      const __m512 a = i < C ? acc[i] : zero, b = i + 1 < C ? acc[i + 1] : zero;
-      t[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
-    }
-    v[g] = _mm512_add_ps(_mm512_shuffle_f32x4(t[0], t[1], 0x88), _mm512_shuffle_f32x4(t[0], t[1], 0xDD));
-  }
-  // i^2 within each quarter, two accumulators per quarter; then i^1: quarter k lane j = accumulator 4j+k.
-  const __m512 w0 = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x44), _mm512_shuffle_ps(v[0], v[1], 0xEE));
-  const __m512 w1 = _mm512_add_ps(_mm512_shuffle_ps(v[2], v[3], 0x44), _mm512_shuffle_ps(v[2], v[3], 0xEE));
-  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w0, w1, 0x88), _mm512_shuffle_ps(w0, w1, 0xDD));
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, r);
-  for (int i = 0; i < C; ++i) out[i] = lanes[4 * (i % 4) + i / 4];
-}
+using kern::lane_sums;
 
 // W rows in flight per block. Each load prefetches the same position of the next block's row (a
 // prefetch past W's end is harmless): a fixed 1024 elements ahead had hit, for 3 of 4 rows at
@@ -121,6 +97,17 @@ struct GemvArgs {
   bool accumulate;
 };
 
+// x [M, K] (unit column stride) against w [N, K] into y [M, N], both contiguous bf16.
+GemvArgs gemv_args(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& y, bool accumulate) {
+  return GemvArgs{reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>()),
+                  x.size(0) == 1 ? x.size(1) : x.stride(0),
+                  x.size(1),
+                  w.size(0),
+                  reinterpret_cast<const uint16_t*>(w.data_ptr<c10::BFloat16>()),
+                  y.data_ptr<c10::BFloat16>(),
+                  accumulate};
+}
+
 // Rows m0 .. m0 + MR of y for W rows n .. n + NR.
 template <int MR, int NR>
 MOR_BF16_TARGET inline void gemv_block(const GemvArgs& a, int64_t m0, int64_t n) {
@@ -152,33 +139,45 @@ MOR_BF16_TARGET void gemv_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
   }
 }
 
-// At most 16 accumulators: kRowsInFlight W rows against at most 4 rows of x at a time.
+// W rows in NR-row blocks of one or more weights (segments) sharing x, numbered one after another.
+// Blocks never straddle segments, so each row is computed as a lone gemv_rows call computes it.
+int64_t segment_blocks(const GemvArgs& a) { return (a.N + kRowsInFlight - 1) / kRowsInFlight; }
+
+// Global blocks [b0, b1) of the segments, at most 16 accumulators (kRowsInFlight W rows against at
+// most 4 rows of x at a time).
 template <int MR>
-void gemv_parallel(const GemvArgs& a) {
+void segment_rows(const GemvArgs* segs, size_t n, int64_t b0, int64_t b1) {
   constexpr int NR = kRowsInFlight;
-  const int64_t blocks = (a.N + NR - 1) / NR;
-  // Parallel only from ~64 KiB of weights on: below it a fork costs about what the work does.
-  const int64_t grain = std::max<int64_t>(1, (64 << 10) / (2 * a.K * NR));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    gemv_rows<MR, NR>(a, b0 * NR, std::min(a.N, b1 * NR));
-  });
+  int64_t first = 0;  // the segment's first global block
+  for (size_t i = 0; i < n && first < b1; ++i) {
+    const int64_t nb = segment_blocks(segs[i]), lo = std::max(b0, first), hi = std::min(b1, first + nb);
+    if (lo < hi) gemv_rows<MR, NR>(segs[i], (lo - first) * NR, std::min(segs[i].N, (hi - first) * NR));
+    first += nb;
+  }
 }
 
-void gemv_dispatch(const GemvArgs& a, int64_t M) {
+using SegmentRowsFn = void (*)(const GemvArgs*, size_t, int64_t, int64_t);
+
+SegmentRowsFn segment_rows_fn(int64_t M) {
   switch (M) {
-    case 1: return gemv_parallel<1>(a);
-    case 2: return gemv_parallel<2>(a);
-    case 3: return gemv_parallel<3>(a);
-    case 4: return gemv_parallel<4>(a);
-    case 5: return gemv_parallel<5>(a);
-    case 6: return gemv_parallel<6>(a);
-    case 7: return gemv_parallel<7>(a);
-    case 8: return gemv_parallel<8>(a);
+    case 1: return segment_rows<1>;
+    case 2: return segment_rows<2>;
+    case 3: return segment_rows<3>;
+    case 4: return segment_rows<4>;
+    case 5: return segment_rows<5>;
+    case 6: return segment_rows<6>;
+    case 7: return segment_rows<7>;
+    case 8: return segment_rows<8>;
     default: throw std::runtime_error("gemv_bf16: " + std::to_string(M) + " rows (at most 8)");
   }
 }
 
 #endif  // MOR_HAVE_BF16_KERNEL
+
+// Threads for `bytes` of weights: one per ~64 KiB, since below it a fork costs about what the work does.
+int64_t gemv_tasks(int64_t bytes) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), bytes / (64 << 10)));
+}
 
 }  // namespace
 
@@ -201,14 +200,10 @@ torch::Tensor gemv_bf16(const torch::Tensor& x, const torch::Tensor& w, torch::T
   }
   torch::Tensor y = acc.defined() ? acc : torch::empty({M, N}, w.options());
 #if MOR_HAVE_BF16_KERNEL
-  GemvArgs a{reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>()),
-             M == 1 ? K : x.stride(0),
-             K,
-             N,
-             reinterpret_cast<const uint16_t*>(w.data_ptr<c10::BFloat16>()),
-             y.data_ptr<c10::BFloat16>(),
-             acc.defined()};
-  gemv_dispatch(a, M);
+  const GemvArgs a = gemv_args(x, w, y, acc.defined());
+  const auto rows = segment_rows_fn(M);
+  const int64_t blocks = segment_blocks(a), tasks = gemv_tasks(2 * N * K);
+  at::parallel_for(0, blocks, (blocks + tasks - 1) / tasks, [&](int64_t b0, int64_t b1) { rows(&a, 1, b0, b1); });
 #endif
   return y;
 }
@@ -287,6 +282,27 @@ MOR_CLONES void low_rank_cols_f32(float* acc, const float* a, int64_t lda, const
   low_rank_cols(acc, a, lda, bt, M, R, O, n0, n1);
 }
 
+// Columns [c0, c1) of the low-rank update in chunks of kLowRankChunk, AVX-512 blocks of 64 from
+// each chunk's start. Every element's sum is the same for any split (FMA = mul + add here).
+template <typename T>
+void low_rank_range(T* acc, const T* a, int64_t lda, const T* bt, int64_t M, int64_t R, int64_t O, int64_t c0,
+                    int64_t c1) {
+  for (int64_t n0 = c0; n0 < c1; n0 += kLowRankChunk) {
+    const int64_t n1 = std::min(c1, n0 + kLowRankChunk);
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      int64_t nv = n0;  // columns done by the AVX-512 blocks
+#if MOR_HAVE_AVX512
+      if (kern::cpu_has_avx512f()) {
+        low_rank_blocks_avx512(acc, a, lda, bt, M, R, O, n0, (n1 - n0) / 64);
+        nv = n0 + (n1 - n0) / 64 * 64;
+      }
+#endif
+      if (nv < n1) low_rank_cols_bf16(acc, a, lda, bt, M, R, O, nv, n1);
+    } else
+      low_rank_cols_f32(acc, a, lda, bt, M, R, O, n0, n1);
+  }
+}
+
 }  // namespace
 
 torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, const torch::Tensor& b,
@@ -302,26 +318,109 @@ torch::Tensor& add_low_rank_nograd_(torch::Tensor& acc, const torch::Tensor& a, 
   const int64_t lda = M == 1 ? R : a.stride(0), chunks = (O + kLowRankChunk - 1) / kLowRankChunk;
   // one task below ~64 K multiply-adds: a fork would cost what the work does
   const int64_t grain = std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, M * R * kLowRankChunk));
-  at::parallel_for(0, chunks, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t n0 = c * kLowRankChunk, n1 = std::min(O, n0 + kLowRankChunk);
-      if (acc.scalar_type() == torch::kBFloat16) {
-        int64_t nv = n0;  // columns done by the AVX-512 blocks
-#if MOR_HAVE_AVX512
-        if (kern::cpu_has_avx512f()) {
-          low_rank_blocks_avx512(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda,
-                                 bt.data_ptr<c10::BFloat16>(), M, R, O, n0, (n1 - n0) / 64);
-          nv = n0 + (n1 - n0) / 64 * 64;
-        }
-#endif
-        if (nv < n1)
-          low_rank_cols_bf16(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda,
-                             bt.data_ptr<c10::BFloat16>(), M, R, O, nv, n1);
-      } else
-        low_rank_cols_f32(acc.data_ptr<float>(), a.data_ptr<float>(), lda, bt.data_ptr<float>(), M, R, O, n0, n1);
-    }
+  at::parallel_for(0, chunks, grain, [&](int64_t ch0, int64_t ch1) {
+    const int64_t c0 = ch0 * kLowRankChunk, c1 = std::min(O, ch1 * kLowRankChunk);
+    if (acc.scalar_type() == torch::kBFloat16)
+      low_rank_range(acc.data_ptr<c10::BFloat16>(), a.data_ptr<c10::BFloat16>(), lda, bt.data_ptr<c10::BFloat16>(), M,
+                     R, O, c0, c1);
+    else low_rank_range(acc.data_ptr<float>(), a.data_ptr<float>(), lda, bt.data_ptr<float>(), M, R, O, c0, c1);
   });
   return acc;
+}
+
+bool gemv_group_ok(const torch::Tensor& x, const std::vector<GemvProjection>& ps) {
+  for (const auto& p : ps) {
+    if (!gemv_ok(x, p.w)) return false;
+    if (!p.ra.defined()) continue;
+    const int64_t E = p.n_expert, R = p.ra.size(0) - E;
+    if (!gemv_ok(x, p.ra) || !p.col_expert || E < 1 || R < 1 || p.top_k < 1 || p.top_k > E ||
+        int64_t(p.col_expert->size()) != R || !fused_ok(x, p.bt) || p.bt.dim() != 2 || p.bt.size(0) != R ||
+        p.bt.size(1) != p.w.size(0) || !p.bt.is_contiguous())
+      return false;
+  }
+  return !ps.empty();
+}
+
+namespace {
+
+// One adapter's low-rank update in gemv_group: acc [M, O] += a [M, R] (row stride lda) bt [R, O].
+struct LowRankPart {
+  c10::BFloat16* acc;
+  const c10::BFloat16* a;
+  const c10::BFloat16* bt;
+  int64_t lda, R, O;
+};
+
+constexpr int64_t kLowRankUnit = 64;  // columns: the AVX-512 block
+
+// Smallest unit u in [0, n] with v <= u * c (c > 0).
+int64_t first_unit_at(int64_t v, int64_t c, int64_t n) { return v <= 0 ? 0 : std::min(n, (v + c - 1) / c); }
+
+// Thread t of nt: the units of 64 columns, over all parts in order, whose running cost (R per
+// unit) starts in [total * t / nt, total * (t + 1) / nt), so every unit has exactly one owner.
+void low_rank_share(const std::vector<LowRankPart>& parts, int64_t M, int64_t t, int64_t nt) {
+  int64_t total = 0;
+  for (const auto& p : parts) total += (p.O + kLowRankUnit - 1) / kLowRankUnit * p.R;
+  const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
+  int64_t start = 0;
+  for (const auto& p : parts) {
+    const int64_t units = (p.O + kLowRankUnit - 1) / kLowRankUnit;
+    const int64_t u0 = first_unit_at(lo - start, p.R, units), u1 = first_unit_at(hi - start, p.R, units);
+    if (u0 < u1) low_rank_range(p.acc, p.a, p.lda, p.bt, M, p.R, p.O, u0 * kLowRankUnit, std::min(p.O, u1 * kLowRankUnit));
+    start += units * p.R;
+  }
+}
+
+}  // namespace
+
+void gemv_group(const torch::Tensor& x, std::vector<GemvProjection>& ps) {
+  RECORD_FUNCTION("mor::gemv_group", std::vector<c10::IValue>({x}));
+  if (!gemv_group_ok(x, ps))
+    throw std::runtime_error("gemv_group: needs bf16 CPU x [M <= 8, K] and contiguous W (and [router; A] [E + R, K], "
+                             "B^T [R, N]) on an AVX512-BF16 CPU with the fused kernels on");
+#if MOR_HAVE_BF16_KERNEL
+  const int64_t M = x.size(0);
+  const auto rows = segment_rows_fn(M);
+  std::vector<GemvArgs> segs;
+  std::vector<LowRankPart> parts;
+  int64_t bytes = 0, blocks = 0;
+  for (auto& p : ps) {
+    p.y = torch::empty({M, p.w.size(0)}, p.w.options());
+    segs.push_back(gemv_args(x, p.w, p.y, false));
+    if (p.ra.defined()) {
+      p.h = torch::empty({M, p.ra.size(0)}, p.ra.options());
+      segs.push_back(gemv_args(x, p.ra, p.h, false));
+      const int64_t E = p.n_expert, R = p.ra.size(0) - E;
+      parts.push_back({p.y.data_ptr<c10::BFloat16>(), p.h.data_ptr<c10::BFloat16>() + E, p.bt.data_ptr<c10::BFloat16>(),
+                       E + R, R, p.w.size(0)});
+    }
+  }
+  for (const auto& a : segs) bytes += 2 * a.N * a.K, blocks += segment_blocks(a);
+  auto gate = [&] {
+    for (auto& p : ps)
+      if (p.ra.defined())
+        kern::route_gate_rows(p.h.data_ptr<c10::BFloat16>(), p.h.size(1), 0, M, p.n_expert, p.top_k, *p.col_expert);
+  };
+  const int64_t tasks = gemv_tasks(bytes);
+#ifdef _OPENMP
+  if (tasks > 1 && !omp_in_parallel()) {
+    // The gates need every row of h, so the updates wait for a barrier; one thread gates.
+#pragma omp parallel num_threads(static_cast<int>(tasks))
+    {
+      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+      rows(segs.data(), segs.size(), blocks * t / nt, blocks * (t + 1) / nt);
+#pragma omp barrier
+#pragma omp single
+      gate();
+      low_rank_share(parts, M, t, nt);
+    }
+    return;
+  }
+#endif
+  rows(segs.data(), segs.size(), 0, blocks);
+  gate();
+  low_rank_share(parts, M, 0, 1);
+#endif
 }
 
 }  // namespace mor

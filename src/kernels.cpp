@@ -281,7 +281,80 @@ MOR_AVX512 void weighted_sum_avx512(const float* p, const T* v, int64_t vs, int6
   }
   for (int64_t c = 0; c < nc; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
 }
+
+// scores_avx512 for RW query rows at once (q rows D floats apart, x rows S apart): each key's
+// 16-lane chunks are loaded once for all rows, and the sums of four keys x RW rows share one
+// lane_sums tree. Each sum is bitwise scores_avx512's: the same FMA chain, and lane_sums is the
+// halving tree of _mm512_reduce_add_ps (tested).
+template <int RW, typename T>
+MOR_AVX512 void scores_rows_avx512(const float* q, const T* k, int64_t ks, int64_t S, int64_t nc, int64_t D,
+                                   float* x) {
+  int64_t s = 0;
+  for (; s + 4 <= S; s += 4) {
+    __m512 acc[4 * RW];
+    for (int64_t c = 0; c < nc; ++c)
+      for (int j = 0; j < 4; ++j) {
+        const __m512 kv = load16(k + (s + j) * ks + 16 * c);
+        for (int i = 0; i < RW; ++i) {
+          const __m512 qv = _mm512_loadu_ps(q + i * D + 16 * c);
+          acc[j * RW + i] = c == 0 ? _mm512_mul_ps(qv, kv) : _mm512_fmadd_ps(qv, kv, acc[j * RW + i]);
+        }
+      }
+    float d[4 * RW];
+    kern::lane_sums<4 * RW>(acc, d);
+    for (int j = 0; j < 4; ++j)
+      for (int i = 0; i < RW; ++i) x[i * S + s + j] = d[j * RW + i];
+  }
+  for (; s < S; ++s)
+    for (int i = 0; i < RW; ++i) scores_avx512(q + i * D, k + s * ks, ks, 1, nc, x + i * S + s);
+}
+
+// weighted_sum_avx512 for RW probability rows (S apart) into RW output rows (D apart) with NC
+// 16-lane chunks: each value chunk loaded once for all rows; every sum is weighted_sum_avx512's.
+template <int RW, int NC, typename T>
+MOR_AVX512 void weighted_rows_avx512(const float* p, const T* v, int64_t vs, int64_t S, int64_t D, float* out) {
+  static_assert(RW * NC <= 16, "weighted_rows_avx512: at most 16 accumulators");
+  __m512 acc[RW][NC];
+  for (int i = 0; i < RW; ++i)
+    for (int c = 0; c < NC; ++c) acc[i][c] = _mm512_setzero_ps();
+  for (int64_t s = 0; s < S; ++s)
+    for (int c = 0; c < NC; ++c) {
+      const __m512 vv = load16(v + s * vs + 16 * c);
+      for (int i = 0; i < RW; ++i) acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(p[i * S + s]), vv, acc[i][c]);
+    }
+  for (int i = 0; i < RW; ++i)
+    for (int c = 0; c < NC; ++c) _mm512_storeu_ps(out + i * D + 16 * c, acc[i][c]);
+}
+
+// Up to 4 rows: scores of all rows, then the weighted sums in passes of as many rows as 16
+// accumulators hold (NC = 4 or 8 chunks; other widths row by row).
+template <typename T>
+void scores_rows(const float* q, const T* k, int64_t ks, int64_t S, int64_t D, int rows, float* x) {
+  const int64_t nc = D / 16;
+  switch (rows) {
+    case 1: return scores_rows_avx512<1>(q, k, ks, S, nc, D, x);
+    case 2: return scores_rows_avx512<2>(q, k, ks, S, nc, D, x);
+    case 3: return scores_rows_avx512<3>(q, k, ks, S, nc, D, x);
+    default: return scores_rows_avx512<4>(q, k, ks, S, nc, D, x);
+  }
+}
+template <typename T>
+void weighted_rows(const float* p, const T* v, int64_t vs, int64_t S, int64_t D, int rows, float* out) {
+  int i = 0;
+  if (D == 64)
+    for (; i + 4 <= rows; i += 4) weighted_rows_avx512<4, 4>(p + i * S, v, vs, S, D, out + i * D);
+  if (D == 64 || D == 128)
+    for (; i + 2 <= rows; i += 2) {
+      if (D == 64) weighted_rows_avx512<2, 4>(p + i * S, v, vs, S, D, out + i * D);
+      else weighted_rows_avx512<2, 8>(p + i * S, v, vs, S, D, out + i * D);
+    }
+  for (; i < rows; ++i) weighted_sum_avx512(p + i * S, v, vs, S, D / 16, out + i * D);
+}
 #else
+template <typename T>
+void scores_rows(const float*, const T*, int64_t, int64_t, int64_t, int, float*) {}
+template <typename T>
+void weighted_rows(const float*, const T*, int64_t, int64_t, int64_t, int, float*) {}
 template <typename T>
 void scores_avx512(const float*, const T*, int64_t, int64_t, int64_t, float*) {}
 template <typename T>
@@ -289,7 +362,8 @@ void weighted_sum_avx512(const float*, const T*, int64_t, int64_t, int64_t, floa
 #endif
 
 // One task per (batch row, kv head): its S keys and values (read in place with AVX-512, else loaded
-// to float rows once) serve the G query heads of the group and their T rows. Per row, as matmul -> attention_probs -> matmul:
+// to float rows once) serve the G query heads of the group and their T rows, up to four rows per
+// pass over the keys and values (AVX-512). Per row, as matmul -> attention_probs -> matmul:
 // scores rounded to T, then scale, mask, float32 softmax, probabilities rounded to T, then the
 // float32 sum over the values rounded once.
 template <typename T>
@@ -308,7 +382,9 @@ void attention_cached_impl(const torch::Tensor& q, const torch::Tensor& k, const
   // AVX-512: keys and values read in place; otherwise loaded to float rows first.
   const bool vec = kern::cpu_has_avx512f() && D % 16 == 0 && D <= 256;
   at::parallel_for(0, B * Hkv, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> kf(vec ? 0 : S * D), vf(vec ? 0 : S * D), qf(D), x(S), acc(D);
+    // up to kRows query rows of the group at a time (vec), else one
+    constexpr int kRows = 4;
+    std::vector<float> kf(vec ? 0 : S * D), vf(vec ? 0 : S * D), qf(kRows * D), x(kRows * S), acc(kRows * D);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t b = task / Hkv, kv = task % Hkv;
       const T* kt = kb + b * k.stride(0) + kv * k.stride(1);
@@ -317,62 +393,79 @@ void attention_cached_impl(const torch::Tensor& q, const torch::Tensor& k, const
         load_any(kt + s * k.stride(2), kf.data() + s * D, D);
         load_any(vt + s * v.stride(2), vf.data() + s * D, D);
       }
-      for (int64_t h = kv * G; h < (kv + 1) * G; ++h)
-        for (int64_t t = 0; t < Tq; ++t) {
-          load_any(qb + b * q.stride(0) + h * q.stride(1) + t * q.stride(2), qf.data(), D);
-          if (vec) scores_avx512(qf.data(), kt, k.stride(2), S, D / 16, x.data());
-          else
-            for (int64_t s = 0; s < S; ++s) x[s] = kern::dot_row(qf.data(), kf.data() + s * D, D);
-          if (bf16) round_row_bf16(x.data(), S);
-          scale_row(x.data(), S, div, bf16);
-          if (mv.base) mask_row(x.data(), mv.row(b, h, t), mv.ss, S, fill);
-          const float mx = row_max(x.data(), S);
-          mul_row(x.data(), S, 1.0f / exp_sub_sum(x.data(), S, mx));
-          if (bf16) round_row_bf16(x.data(), S);
-          if (vec) {
-            weighted_sum_avx512(x.data(), vt, v.stride(2), S, D / 16, acc.data());
-          } else {
-            std::fill(acc.begin(), acc.end(), 0.0f);
-            for (int64_t s = 0; s < S; ++s) axpy_row(acc.data(), x[s], vf.data() + s * D, D);
-          }
-          store_any(acc.data(), ob + ((b * H + h) * Tq + t) * D, D);
+      // the group's rows r = (h - kv G) Tq + t, in chunks
+      for (int64_t r0 = 0; r0 < G * Tq; r0 += vec ? kRows : 1) {
+        const int rows = static_cast<int>(std::min<int64_t>(vec ? kRows : 1, G * Tq - r0));
+        for (int i = 0; i < rows; ++i) {
+          const int64_t h = kv * G + (r0 + i) / Tq, t = (r0 + i) % Tq;
+          load_any(qb + b * q.stride(0) + h * q.stride(1) + t * q.stride(2), qf.data() + i * D, D);
         }
+        if (vec) scores_rows(qf.data(), kt, k.stride(2), S, D, rows, x.data());
+        else
+          for (int64_t s = 0; s < S; ++s) x[s] = kern::dot_row(qf.data(), kf.data() + s * D, D);
+        for (int i = 0; i < rows; ++i) {
+          const int64_t h = kv * G + (r0 + i) / Tq, t = (r0 + i) % Tq;
+          float* xr = x.data() + i * S;
+          if (bf16) round_row_bf16(xr, S);
+          scale_row(xr, S, div, bf16);
+          if (mv.base) mask_row(xr, mv.row(b, h, t), mv.ss, S, fill);
+          const float mx = row_max(xr, S);
+          mul_row(xr, S, 1.0f / exp_sub_sum(xr, S, mx));
+          if (bf16) round_row_bf16(xr, S);
+        }
+        if (vec) {
+          weighted_rows(x.data(), vt, v.stride(2), S, D, rows, acc.data());
+        } else {
+          std::fill(acc.begin(), acc.begin() + D, 0.0f);
+          for (int64_t s = 0; s < S; ++s) axpy_row(acc.data(), x[s], vf.data() + s * D, D);
+        }
+        for (int i = 0; i < rows; ++i) {
+          const int64_t h = kv * G + (r0 + i) / Tq, t = (r0 + i) % Tq;
+          store_any(acc.data() + i * D, ob + ((b * H + h) * Tq + t) * D, D);
+        }
+      }
     }
   });
 }
 
 template <typename T>
+void route_gate_rows_impl(T* base, int64_t ld, int64_t n0, int64_t n1, int64_t E, int64_t K,
+                          const std::vector<int64_t>& col_expert) {
+  const int64_t R = static_cast<int64_t>(col_expert.size());
+  std::vector<float> p(E), gate(E);
+  std::vector<int64_t> chosen(K);
+  for (int64_t n = n0; n < n1; ++n) {
+    T* row = base + n * ld;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t e = 0; e < E; ++e) mx = std::max(mx, p[e] = to_f(row[e]));
+    float sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += (p[e] = std::exp(p[e] - mx));
+    const float inv = 1.0f / sum;
+    for (int64_t e = 0; e < E; ++e) p[e] *= inv;
+    // top-k by repeated selection, ties to the lower index
+    std::fill(gate.begin(), gate.end(), 0.0f);
+    float wsum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e)
+        if (gate[e] == 0.0f && (best < 0 || p[e] > p[best])) best = e;
+      chosen[k] = best;
+      gate[best] = 1.0f;  // taken
+      wsum += p[best];
+    }
+    std::fill(gate.begin(), gate.end(), 0.0f);
+    for (int64_t k = 0; k < K; ++k) gate[chosen[k]] = rnd<T>(p[chosen[k]] / wsum);
+    T* a = row + E;
+    for (int64_t j = 0; j < R; ++j) a[j] = from_f<T>(to_f(a[j]) * gate[col_expert[j]]);
+  }
+}
+
+template <typename T>
 void route_gate_impl(torch::Tensor& h, int64_t E, int64_t K, const std::vector<int64_t>& col_expert) {
-  const int64_t N = h.size(0), W = h.size(1), R = W - E;
   T* base = h.data_ptr<T>();
   const int64_t ld = h.stride(0);
-  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-    std::vector<float> p(E), gate(E);
-    std::vector<int64_t> chosen(K);
-    for (int64_t n = n0; n < n1; ++n) {
-      T* row = base + n * ld;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t e = 0; e < E; ++e) mx = std::max(mx, p[e] = to_f(row[e]));
-      float sum = 0;
-      for (int64_t e = 0; e < E; ++e) sum += (p[e] = std::exp(p[e] - mx));
-      const float inv = 1.0f / sum;
-      for (int64_t e = 0; e < E; ++e) p[e] *= inv;
-      // top-k by repeated selection, ties to the lower index
-      std::fill(gate.begin(), gate.end(), 0.0f);
-      float wsum = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < E; ++e)
-          if (gate[e] == 0.0f && (best < 0 || p[e] > p[best])) best = e;
-        chosen[k] = best;
-        gate[best] = 1.0f;  // taken
-        wsum += p[best];
-      }
-      std::fill(gate.begin(), gate.end(), 0.0f);
-      for (int64_t k = 0; k < K; ++k) gate[chosen[k]] = rnd<T>(p[chosen[k]] / wsum);
-      T* a = row + E;
-      for (int64_t j = 0; j < R; ++j) a[j] = from_f<T>(to_f(a[j]) * gate[col_expert[j]]);
-    }
+  at::parallel_for(0, h.size(0), 64, [&](int64_t n0, int64_t n1) {
+    route_gate_rows_impl<T>(base, ld, n0, n1, E, K, col_expert);
   });
 }
 
@@ -508,38 +601,54 @@ void route_gate_(torch::Tensor& h, int64_t E, int64_t K, const std::vector<int64
   else route_gate_impl<float>(h, E, K, col_expert);
 }
 
+void refresh_infer_weights(const torch::Tensor& router, const torch::Tensor& lora_A, const torch::Tensor& lora_B,
+                           const std::vector<int64_t>& ranks, double lora_alpha, torch::ScalarType dt,
+                           MolaInferWeights& c) {
+  torch::NoGradGuard ng;
+  const int64_t E = router.size(0);
+  std::vector<int64_t> key = {router._version(), lora_A._version(), lora_B._version(),
+                              reinterpret_cast<int64_t>(router.data_ptr()), reinterpret_cast<int64_t>(lora_A.data_ptr()),
+                              reinterpret_cast<int64_t>(lora_B.data_ptr()), static_cast<int64_t>(dt)};
+  if (key == c.key) return;
+  // The same ops as mola_fused_forward, once instead of per call.
+  c.ra = torch::cat({router, lora_A}, 0).to(dt);
+  bool uniform = true;
+  for (auto r : ranks) uniform = uniform && r == ranks.front();
+  std::vector<float> col_scale;
+  c.col_expert.clear();
+  for (int64_t e = 0; e < E; ++e) {
+    c.col_expert.insert(c.col_expert.end(), ranks[e], e);
+    col_scale.insert(col_scale.end(), ranks[e], float(lora_alpha / ranks[e]));
+  }
+  if (uniform) c.bs = (lora_B * (lora_alpha / double(ranks.front()))).to(dt);
+  else c.bs = (lora_B * torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(lora_B.device())).to(dt);
+  c.bt = c.bs.t().contiguous();
+  c.key = std::move(key);
+}
+
 torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
                                  const torch::Tensor& lora_A, const torch::Tensor& lora_B, int64_t top_k,
                                  const std::vector<int64_t>& ranks, double lora_alpha, MolaInferWeights& c,
                                  torch::Tensor* router_logits_out) {
   torch::NoGradGuard ng;
-  const auto dt = x.scalar_type();
   const int64_t E = router.size(0), R = lora_A.size(0);
-  std::vector<int64_t> key = {router._version(), lora_A._version(), lora_B._version(),
-                              reinterpret_cast<int64_t>(router.data_ptr()), reinterpret_cast<int64_t>(lora_A.data_ptr()),
-                              reinterpret_cast<int64_t>(lora_B.data_ptr()), static_cast<int64_t>(dt)};
-  if (key != c.key) {
-    // The same ops as mola_fused_forward, once instead of per call.
-    c.ra = torch::cat({router, lora_A}, 0).to(dt);
-    bool uniform = true;
-    for (auto r : ranks) uniform = uniform && r == ranks.front();
-    std::vector<float> col_scale;
-    c.col_expert.clear();
-    for (int64_t e = 0; e < E; ++e) {
-      c.col_expert.insert(c.col_expert.end(), ranks[e], e);
-      col_scale.insert(col_scale.end(), ranks[e], float(lora_alpha / ranks[e]));
-    }
-    if (uniform) c.bs = (lora_B * (lora_alpha / double(ranks.front()))).to(dt);
-    else c.bs = (lora_B * torch::tensor(col_scale, torch::TensorOptions().dtype(torch::kFloat32)).to(x.device())).to(dt);
-    c.bt = c.bs.t().contiguous();
-    c.key = key;
+  refresh_infer_weights(router, lora_A, lora_B, ranks, lora_alpha, x.scalar_type(), c);
+  torch::Tensor y, h;
+  std::vector<GemvProjection> group(1);
+  group[0] = GemvProjection{weight, c.ra, c.bt, E, top_k, &c.col_expert, {}, {}};
+  if (gemv_group_ok(x, group)) {
+    // decode rows: the four steps below in one parallel region (gemv.h), bitwise the same values
+    gemv_group(x, group);
+    y = group[0].y;
+    h = group[0].h;
+  } else {
+    h = linear_nograd(x, c.ra);  // [N, E + R]
+    route_gate_(h, E, top_k, c.col_expert);
+    // In place: addmm(self, ...) would first copy the [N, O] base product (a strided bf16 mat1 is
+    // copied contiguous on the addmm_ path: it leaves oneDNN for a slow loop).
+    y = linear_nograd(x, weight);
+    add_low_rank_nograd_(y, h.narrow(1, E, R), c.bs, c.bt);
   }
-  auto h = linear_nograd(x, c.ra);  // [N, E + R]; gemv.h's kernel for decode rows, else mm
-  route_gate_(h, E, top_k, c.col_expert);
-  // In place: addmm(self, ...) would first copy the [N, O] base product (a strided bf16 mat1 is
-  // copied contiguous on the addmm_ path: it leaves oneDNN for a slow loop).
-  auto y = linear_nograd(x, weight);
-  add_low_rank_nograd_(y, h.narrow(1, E, R), c.bs, c.bt);
   if (router_logits_out) *router_logits_out = h.narrow(1, 0, E);
   return y;
 }
@@ -626,5 +735,12 @@ torch::Tensor silu_mul_train(const torch::Tensor& g, const torch::Tensor& u) {
     throw std::runtime_error("silu_mul: gate and up differ in shape or dtype");
   return SiluMulFn::apply(g, u);
 }
+
+namespace kern {
+void route_gate_rows(c10::BFloat16* h, int64_t ld, int64_t n0, int64_t n1, int64_t E, int64_t K,
+                     const std::vector<int64_t>& col_expert) {
+  route_gate_rows_impl(h, ld, n0, n1, E, K, col_expert);
+}
+}  // namespace kern
 
 }  // namespace mor

@@ -78,10 +78,16 @@ struct MolaInferWeights {
   std::vector<int64_t> key;         // versions and storage of router, A, B, and the dtype
 };
 
+// Rebuilds c for these parameters and compute dtype unless its key shows it current.
+void refresh_infer_weights(const torch::Tensor& router, const torch::Tensor& lora_A, const torch::Tensor& lora_B,
+                           const std::vector<int64_t>& ranks, double lora_alpha, torch::ScalarType dt,
+                           MolaInferWeights& c);
+
 // The fused MoLA forward without autograd or dropout (same values as mola_fused_forward in that
 // case, routing through route_gate_): x [N, I], weight [O, I] in the compute dtype; router [E, I],
 // lora_A [R, I], lora_B [O, R] float32. Four kernels per call: x [router; A]^T, the gate, x W^T and
-// one low-rank update. *router_logits_out (when non-null) gets the logits [N, E] (a view).
+// one low-rank update; for decode rows they run in one parallel region (gemv_group, gemv.h).
+// *router_logits_out (when non-null) gets the logits [N, E] (a view).
 torch::Tensor mola_infer_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& router,
                                  const torch::Tensor& lora_A, const torch::Tensor& lora_B, int64_t top_k,
                                  const std::vector<int64_t>& ranks, double lora_alpha, MolaInferWeights& cache,

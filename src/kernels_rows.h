@@ -1,15 +1,21 @@
 // Internal to the fused kernels (kernels.cpp, kernels_train.cpp, gemv.cpp): float32 row helpers with
 // the compute dtype's rounding points (bf16 round-to-nearest-even, vectorisable bit tricks), the ISA
-// clone macro, the AVX-512 widening load, and the RMSNorm/RoPE row kernels both kernel files call. Not a public API: include kernels.h or
-// kernels_train.h instead. Shapes: N rows, C hidden, B batch, T tokens, H heads, D head dim.
+// clone macro, the AVX-512 widening load and 16-lane sums, and the RMSNorm/RoPE row kernels both
+// kernel files call. Not a public API: include kernels.h or kernels_train.h instead.
+// Shapes: N rows, C hidden, B batch, T tokens, H heads, D head dim.
 #pragma once
 #include "torch_api.h"
 
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12's AVX-512 headers pass an intentionally undefined register to the shuffles' masked
+// builtins (lane_sums below), which -Wuninitialized reports at every inlining site.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #endif
 
@@ -35,6 +41,36 @@ MOR_AVX512 inline __m512 load16(const T* p) {
     return _mm512_castsi512_ps(
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
   else return _mm512_loadu_ps(p);
+}
+// The 16-lane sums of C <= 16 accumulators at once. Each follows the halving tree of a single
+// vector's sum (lane i + lane i^8, then i^4, i^2, i^1; bitwise what that sum gives, checked once
+// against it), but every shuffle combines two accumulators: 16 sums take 15 shuffle pairs instead
+// of 16 x 4, which at M = 8 were about a seventh of the instructions of a K = 1024 row.
+template <int C>
+MOR_AVX512 inline void lane_sums(const __m512* acc, float* out) {
+  static_assert(C >= 1 && C <= 16, "lane_sums: 1 to 16 accumulators");
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 v[4];  // v[g] quarter k: accumulator 4g+k's lanes j + j^4 + j^8 + j^12 (j < 4)
+  for (int g = 0; g < 4; ++g) {
+    if (4 * g >= C) {
+      v[g] = zero;
+      continue;
+    }
+    __m512 t[2];  // t[p]: accumulators 4g+2p and 4g+2p+1, lanes j + j^8 (j < 8) in two quarters each
+    for (int p = 0; p < 2; ++p) {
+      const int i = 4 * g + 2 * p;  // a lambda would not inherit the target ISA
+      const __m512 a = i < C ? acc[i] : zero, b = i + 1 < C ? acc[i + 1] : zero;
+      t[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    }
+    v[g] = _mm512_add_ps(_mm512_shuffle_f32x4(t[0], t[1], 0x88), _mm512_shuffle_f32x4(t[0], t[1], 0xDD));
+  }
+  // i^2 within each quarter, two accumulators per quarter; then i^1: quarter k lane j = accumulator 4j+k.
+  const __m512 w0 = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x44), _mm512_shuffle_ps(v[0], v[1], 0xEE));
+  const __m512 w1 = _mm512_add_ps(_mm512_shuffle_ps(v[2], v[3], 0x44), _mm512_shuffle_ps(v[2], v[3], 0xEE));
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w0, w1, 0x88), _mm512_shuffle_ps(w0, w1, 0xDD));
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, r);
+  for (int i = 0; i < C; ++i) out[i] = lanes[4 * (i % 4) + i / 4];
 }
 #else
 #define MOR_HAVE_AVX512 0
@@ -106,5 +142,10 @@ void rms_norm_rows(const torch::Tensor& x, const torch::Tensor& weight, double e
 // stride, only the first D/2 read: the halves are equal).
 void rope_rows(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, float sin_sign,
                torch::Tensor& out);
+
+// route_gate_ (kernels.h) on rows [n0, n1) of bf16 h (row stride ld, E logits then the A products
+// of col_expert.size() columns), for kernels that gate inside their own parallel region (gemv.h).
+void route_gate_rows(c10::BFloat16* h, int64_t ld, int64_t n0, int64_t n1, int64_t E, int64_t K,
+                     const std::vector<int64_t>& col_expert);
 
 }  // namespace mor::kern

@@ -221,9 +221,11 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
     if (!packed) return y;
     return torch::zeros({B * T, y.size(-1)}, y.options()).index_copy_(0, ctx.pack, y.view({-1, y.size(-1)}));
   };
-  auto q = rope(padded(q_proj->forward(x, rl)).view({B, T, H, D}));           // [B,H,T,D]
-  auto k = rope(padded(k_proj->forward(x, rl)).view({B, T, Hkv, D}));         // [B,Hkv,T,D]
-  auto v = padded(v_proj->forward(x, rl)).view({B, T, Hkv, D}).transpose(1, 2);
+  // one fused call for decode rows (moe_lora.h), else the three forwards
+  auto qkv = forward_shared_input({q_proj.get(), k_proj.get(), v_proj.get()}, x, rl);
+  auto q = rope(padded(qkv[0]).view({B, T, H, D}));  // [B,H,T,D]
+  auto k = rope(padded(qkv[1]).view({B, T, Hkv, D}));  // [B,Hkv,T,D]
+  auto v = padded(qkv[2]).view({B, T, Hkv, D}).transpose(1, 2);
   torch::Tensor K = k, V = v;
   if (cache) {
     if (ctx.past + T > cache->capacity())
@@ -251,8 +253,8 @@ LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, torch::Dtype dtype, torch::Devi
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x, std::vector<torch::Tensor>* rl) {
-  auto g = gate_proj->forward(x, rl);
-  auto u = up_proj->forward(x, rl);
+  auto gu = forward_shared_input({gate_proj.get(), up_proj.get()}, x, rl);
+  const auto &g = gu[0], &u = gu[1];
   torch::Tensor h;
   if (!is_training() && fused_ok(g, u)) h = silu_mul(g, u);
   else if (kernel_ok(g) && g.scalar_type() == u.scalar_type()) h = silu_mul_train(g, u);

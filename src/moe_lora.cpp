@@ -364,4 +364,45 @@ torch::Tensor MolaLinearImpl::forward(const torch::Tensor& x, std::vector<torch:
   return y.reshape(shape);
 }
 
+bool MolaLinearImpl::group_projection(const torch::Tensor& x2, GemvProjection& p) {
+  if (is_training()) return false;
+  p = GemvProjection{};
+  p.w = weight;
+  if (!has_adapter()) return true;
+  if (torch::GradMode::is_enabled() || spec_.router != "top_k" || !fused_ok(x2, weight)) return false;
+  if (!infer_) infer_ = std::make_shared<MolaInferWeights>();
+  refresh_infer_weights(router, lora_A, lora_B, spec_.ranks, spec_.lora_alpha, x2.scalar_type(), *infer_);
+  p.ra = infer_->ra;
+  p.bt = infer_->bt;
+  p.n_expert = spec_.n_expert;
+  p.top_k = spec_.top_k;
+  p.col_expert = &infer_->col_expert;
+  return true;
+}
+
+std::vector<torch::Tensor> forward_shared_input(const std::vector<MolaLinearImpl*>& modules, const torch::Tensor& x,
+                                                std::vector<torch::Tensor>* router_logits) {
+  std::vector<torch::Tensor> out;
+  const int64_t I = x.size(-1), rows = I > 0 ? x.numel() / I : 0;
+  std::vector<GemvProjection> ps(modules.size());
+  bool group = rows >= 1 && rows <= kGemvMaxRows;
+  auto x2 = group ? x.reshape({rows, I}) : x;
+  for (size_t i = 0; group && i < modules.size(); ++i) group = modules[i]->group_projection(x2, ps[i]);
+  if (!group || !gemv_group_ok(x2, ps)) {
+    for (auto* m : modules) out.push_back(m->forward(x, router_logits));
+    return out;
+  }
+  torch::NoGradGuard ng;
+  gemv_group(x2, ps);
+  auto shape = x.sizes().vec();
+  for (size_t i = 0; i < modules.size(); ++i) {
+    auto y = ps[i].y;
+    if (ps[i].ra.defined() && router_logits) router_logits->push_back(ps[i].h.narrow(1, 0, ps[i].n_expert));
+    if (modules[i]->bias.defined()) y.add_(modules[i]->bias);
+    shape.back() = modules[i]->out_features;
+    out.push_back(y.view(shape));
+  }
+  return out;
+}
+
 }  // namespace mor

@@ -14,6 +14,7 @@
 namespace mor {
 
 struct MolaInferWeights;  // kernels.h
+struct GemvProjection;    // gemv.h
 
 // One module's expert layout (see allocation.h for how it is chosen per layer and module).
 struct ExpertSpec {
@@ -119,6 +120,11 @@ class MolaLinearImpl : public torch::nn::Module {
   // Dropout (p = lora_dropout) applies to the adapter input in training mode only.
   torch::Tensor forward(const torch::Tensor& x, std::vector<torch::Tensor>* router_logits = nullptr);
 
+  // Fills p with this module's operands for gemv_group (gemv.h), the adapter's inference copies
+  // refreshed, when forward(x2) would take its inference path (eval mode; with an adapter also no
+  // grad mode and the top_k router); false otherwise. x2 is [N, I].
+  bool group_projection(const torch::Tensor& x2, GemvProjection& p);
+
   int64_t in_features, out_features;
   torch::Tensor weight;                   // [O, I] frozen base
   torch::Tensor bias;                     // [O] frozen base bias, undefined without one
@@ -129,5 +135,11 @@ class MolaLinearImpl : public torch::nn::Module {
   std::shared_ptr<MolaInferWeights> infer_;  // compute-dtype adapter copies for inference (kernels.h)
 };
 TORCH_MODULE(MolaLinear);
+
+// The projections of one input (q/k/v, gate/up) at inference: one gemv_group call for all of them
+// when x has decode rows and every module allows it, else each module's forward. Outputs and the
+// router logits (pushed in module order) are the separate forwards' values either way.
+std::vector<torch::Tensor> forward_shared_input(const std::vector<MolaLinearImpl*>& modules, const torch::Tensor& x,
+                                                std::vector<torch::Tensor>* router_logits = nullptr);
 
 }  // namespace mor

@@ -151,3 +151,82 @@ TEST(Gemv, LowRankUpdateMatchesAddmm) {
   EXPECT_TRUE(torch::equal(add_low_rank_nograd_(acc1, a1, b, b.t().contiguous()), want1));
   set_fused_enabled(true);
 }
+
+namespace {
+
+// One projection of a gemv_group test: W, and an adapter's [router; A] and scaled B when E > 0.
+struct GroupCase {
+  int64_t N, E, top_k;
+  std::vector<int64_t> ranks;
+};
+
+// The separate calls gemv_group replaces (mola_infer_forward's unfused steps), bf16 throughout.
+std::pair<torch::Tensor, torch::Tensor> separate_calls(const torch::Tensor& x, const GemvProjection& p,
+                                                       const torch::Tensor& bs) {
+  auto y = linear_nograd(x, p.w);
+  if (!p.ra.defined()) return {y, {}};
+  auto h = linear_nograd(x, p.ra);
+  route_gate_(h, p.n_expert, p.top_k, *p.col_expert);
+  add_low_rank_nograd_(y, h.narrow(1, p.n_expert, p.ra.size(0) - p.n_expert), bs, p.bt);
+  return {y, h};
+}
+
+}  // namespace
+
+// gemv_group against the separate kernels: bitwise equal outputs, router logits and gated A
+// products, for M = 1, 3, 8, one thread (serial path) and two (the parallel region), N off the
+// 4-row blocks and 64-column units, mixed adapters (none, uneven ranks, top-1/2), K off 32.
+TEST(Gemv, GroupIsBitwiseTheSeparateCalls) {
+  if (!kernel_here()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or fused kernels off)";
+  torch::NoGradGuard ng;
+  const int threads = at::get_num_threads();
+  const std::vector<std::vector<GroupCase>> groups = {
+      {{1030, 3, 2, {2, 5, 4}}, {37, 0, 0, {}}, {260, 2, 1, {8, 8}}},  // ~0.6 MB: parallel at 2 threads
+      {{70, 4, 2, {3, 3, 3, 3}}},                                     // small: serial at any count
+      {{515, 0, 0, {}}, {129, 1, 1, {6}}}};
+  uint64_t seed = 100;
+  for (int nt : {1, 2}) {
+    at::set_num_threads(nt);
+    for (const auto& g : groups)
+      for (int64_t M : {1, 3, 8}) {
+        const int64_t K = 203;
+        auto x = rand_bf16({M, K}, ++seed);
+        std::vector<GemvProjection> ps(g.size());
+        std::vector<torch::Tensor> bss(g.size());
+        std::vector<std::vector<int64_t>> cols(g.size());
+        for (size_t i = 0; i < g.size(); ++i) {
+          ps[i].w = rand_bf16({g[i].N, K}, ++seed);
+          if (g[i].E == 0) continue;
+          int64_t R = 0;
+          for (int64_t e = 0; e < g[i].E; ++e) cols[i].insert(cols[i].end(), g[i].ranks[e], e), R += g[i].ranks[e];
+          ps[i].ra = rand_bf16({g[i].E + R, K}, ++seed);
+          bss[i] = (rand_bf16({g[i].N, R}, ++seed).to(torch::kFloat32) * 0.3).to(torch::kBFloat16);
+          ps[i].bt = bss[i].t().contiguous();
+          ps[i].n_expert = g[i].E;
+          ps[i].top_k = g[i].top_k;
+          ps[i].col_expert = &cols[i];
+        }
+        ASSERT_TRUE(gemv_group_ok(x, ps));
+        gemv_group(x, ps);
+        for (size_t i = 0; i < g.size(); ++i) {
+          auto [y, h] = separate_calls(x, ps[i], bss[i]);
+          EXPECT_TRUE(torch::equal(ps[i].y, y)) << nt << " threads, M " << M << ", projection " << i;
+          if (h.defined()) EXPECT_TRUE(torch::equal(ps[i].h, h)) << nt << " threads, M " << M << ", projection " << i;
+          else EXPECT_FALSE(ps[i].h.defined());
+        }
+      }
+  }
+  at::set_num_threads(threads);
+  // refused: a float32 W, an adapter whose B^T does not match W's rows, more than 8 rows
+  auto x = rand_bf16({1, 16}, 1);
+  std::vector<GemvProjection> bad(1);
+  bad[0].w = torch::randn({8, 16});
+  EXPECT_FALSE(gemv_group_ok(x, bad));
+  std::vector<int64_t> col = {0, 0};
+  bad[0] = GemvProjection{rand_bf16({8, 16}, 2), rand_bf16({3, 16}, 3), rand_bf16({2, 7}, 4), 1, 1, &col, {}, {}};
+  EXPECT_FALSE(gemv_group_ok(x, bad));
+  EXPECT_THROW(gemv_group(x, bad), std::runtime_error);
+  bad[0].bt = rand_bf16({2, 8}, 5);
+  EXPECT_TRUE(gemv_group_ok(x, bad));
+  EXPECT_FALSE(gemv_group_ok(rand_bf16({9, 16}, 6), bad));
+}

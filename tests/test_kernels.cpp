@@ -4,11 +4,14 @@
 // eval-mode model that uses them against the PyTorch twin and against the op-by-op path.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "adapter.h"
 #include "allocation.h"
 #include "generate.h"
 #include "helpers.h"
 #include "kernels.h"
+#include "kernels_rows.h"
 #include "llama.h"
 #include "safetensors.h"
 #include "tensor_checks.h"
@@ -335,4 +338,64 @@ TEST(Kernels, FusedAndOpPathsAgreeWithAdapters) {
     EXPECT_GT((after - before).abs().max().item<double>(), 1e-3);
     EXPECT_LT(((after - after_off).abs().max() / after_off.abs().max()).item<double>(), dt == torch::kFloat32 ? 1e-5 : 2e-2);
   }
+}
+
+#if MOR_HAVE_AVX512
+namespace {
+// lane_sums<C> against C calls of _mm512_reduce_add_ps, bitwise; true when all agree.
+template <int C>
+MOR_AVX512 bool lane_sums_agree(const float* data) {
+  __m512 acc[C];
+  for (int i = 0; i < C; ++i) acc[i] = _mm512_loadu_ps(data + 16 * i);
+  float got[C];
+  kern::lane_sums<C>(acc, got);
+  bool ok = true;
+  for (int i = 0; i < C; ++i) {
+    const float want = _mm512_reduce_add_ps(acc[i]);
+    ok = ok && std::memcmp(&got[i], &want, sizeof(float)) == 0;
+  }
+  return ok;
+}
+}  // namespace
+
+// The shared 16-lane sums of the gemv and decode-attention kernels are the halving tree of
+// _mm512_reduce_add_ps, so batching sums never moves a value: values of mixed magnitudes (where
+// any other order rounds differently), for 1 to 16 accumulators.
+TEST(Kernels, LaneSumsAreReduceAddBitwise) {
+  if (!kern::cpu_has_avx512f()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  torch::manual_seed(3);
+  for (int trial = 0; trial < 50; ++trial) {
+    auto v = (torch::randn({16 * 16}) * torch::pow(10.0, torch::randint(-4, 5, {16 * 16}))).contiguous();
+    const float* d = v.data_ptr<float>();
+    EXPECT_TRUE(lane_sums_agree<1>(d));
+    EXPECT_TRUE(lane_sums_agree<3>(d));
+    EXPECT_TRUE(lane_sums_agree<4>(d));
+    EXPECT_TRUE(lane_sums_agree<8>(d));
+    EXPECT_TRUE(lane_sums_agree<12>(d));
+    EXPECT_TRUE(lane_sums_agree<16>(d));
+  }
+}
+#endif
+
+// Decode attention's rows of one kv group share each pass over the keys and values (up to four
+// rows): bitwise what each query head computes alone, for G = 4 and 2 query rows, D = 64 and 128
+// (the two widths with multi-row weighted sums), bf16 and float32, with a padding mask.
+TEST(Kernels, AttentionCachedGroupedRowsEqualHeadsAlone) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(17);
+  const int64_t B = 2, Hkv = 2, G = 4, H = G * Hkv, past = 37;
+  for (int64_t D : {64, 128})
+    for (int64_t T : {1, 2})
+      for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+        const int64_t S = past + T;
+        auto k = torch::randn({B, Hkv, S, D}).to(dt), v = torch::randn({B, Hkv, S, D}).to(dt);
+        auto q = torch::randn({B, T, H, D}).to(dt).transpose(1, 2);
+        auto mask = causal_pad_mask(B, T, past, 3);
+        auto got = attention_cached(q, k, v, mask, std::sqrt(double(D)));
+        for (int64_t h = 0; h < H; ++h) {
+          auto kh = k.narrow(1, h / G, 1), vh = v.narrow(1, h / G, 1);
+          auto alone = attention_cached(q.narrow(1, h, 1), kh, vh, mask.narrow(1, 0, 1), std::sqrt(double(D)));
+          EXPECT_TRUE(torch::equal(got.narrow(1, h, 1), alone)) << "D " << D << " T " << T << " head " << h;
+        }
+      }
 }

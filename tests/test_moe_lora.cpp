@@ -316,3 +316,49 @@ TEST(MolaLinear, OneExpertShortPathEqualsFullGraph) {
     }
   }
 }
+
+// forward_shared_input (one gemv_group call for decode rows) against the modules' own forwards:
+// bitwise the same outputs and router logits, pushed in module order, for bf16 modules with and
+// without adapters and a bias; the fallbacks (more than 8 rows, a top_p router, grad mode on).
+TEST(MolaLinear, SharedInputForwardEqualsSeparateForwards) {
+  torch::manual_seed(41);
+  const auto bf = torch::kBFloat16;
+  // q's 256 KiB of weights make the group run its parallel region at 2 threads
+  MolaLinear q(256, 512, bf), k(256, 64, bf), v(256, 64, bf, torch::kCPU, /*bias=*/true);
+  {
+    torch::NoGradGuard ng;
+    for (auto* m : {q.get(), k.get(), v.get()}) m->weight.normal_(0, 0.2);
+    v->bias.normal_();
+  }
+  q->add_adapter(ExpertSpec{3, 2, {2, 4, 2}, 16.0, 0.0}, nullptr);
+  v->add_adapter(ExpertSpec{2, 1, {8, 8}, 16.0, 0.0}, nullptr);
+  {
+    torch::NoGradGuard ng;
+    q->lora_B.normal_();
+    v->lora_B.normal_();
+  }
+  std::vector<MolaLinearImpl*> ms = {q.get(), k.get(), v.get()};
+  for (auto* m : ms) m->eval();
+  auto check = [&](const torch::Tensor& x, const std::string& what) {
+    std::vector<torch::Tensor> got_rl, want_rl;
+    auto got = forward_shared_input(ms, x, &got_rl);
+    ASSERT_EQ(got.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      auto want = ms[i]->forward(x, &want_rl);
+      EXPECT_EQ(got[i].sizes(), want.sizes()) << what << " " << i;
+      EXPECT_TRUE(torch::equal(got[i], want)) << what << ", projection " << i;
+    }
+    ASSERT_EQ(got_rl.size(), 2u) << what;
+    ASSERT_EQ(want_rl.size(), 2u) << what;
+    for (size_t i = 0; i < 2; ++i) EXPECT_TRUE(torch::equal(got_rl[i], want_rl[i])) << what << ", logits " << i;
+  };
+  {
+    torch::NoGradGuard ng;
+    check(torch::randn({2, 1, 256}).to(bf), "decode rows");
+    check(torch::randn({1, 12, 256}).to(bf), "12 rows");
+    v->set_routing("top_p", 0.5, 0.0);
+    check(torch::randn({3, 1, 256}).to(bf), "top_p router");
+    v->set_routing("top_k", 1.0, 0.0);
+  }
+  check(torch::randn({2, 1, 256}).to(bf), "grad mode on");
+}
