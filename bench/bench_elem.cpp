@@ -1,8 +1,10 @@
 // The element kernels of kernels_elem.h against the LibTorch ops they replace, interleaved in rounds:
 // SwiGLU forward and backward on the training shape's [4*256, 5632] bf16, and the dropout's scaled
-// copy (p 0.05) on [1024, 2048]; the decode attention read in place from a KV cache (kernels.h's
-// attention_cached) against the matmul -> attention_probs -> matmul it replaces, at B = 1 and 8 on
-// bench_eval's shape (16 heads of 64, 210 of 264 cache positions; one layer, 8 calls a timing).
+// copy (p 0.05) on [1024, 2048]; RoPE and RMSNorm on bench_eval's prefill shape (q [8, 200, 16, 64],
+// hidden [1600, 1024]) against the op sequences of llama.h; the decode attention read in place from a
+// KV cache (kernels.h's attention_cached) against the matmul -> attention_probs -> matmul it
+// replaces, at B = 1 and 8 on bench_eval's shape (16 heads of 64, 210 of 264 cache positions; one
+// layer, 8 calls a timing).
 // Prints medians in ms, G elements/s and the op/kernel ratio per round, beside the read bandwidth
 // measured in the same run.
 // Usage: bench_elem [--threads 2] [--rounds 9]
@@ -14,6 +16,7 @@
 #include "bench_common.h"
 #include "kernels.h"
 #include "kernels_elem.h"
+#include "llama.h"
 #include "runtime.h"
 
 using bench::Clock;
@@ -55,6 +58,10 @@ int main(int argc, char** argv) {
                  vc.narrow(2, 0, 210), mask};
   };
   const Cache c1 = cache_of(1), c8 = cache_of(8);
+  // bench_eval's prefill: q of 8 x 200 tokens, 16 heads of 64, and its [1600, 1024] hidden rows.
+  auto rq = torch::randn({8, 200, 16, 64}).to(torch::kBFloat16);
+  auto rc = torch::randn({8, 200, 64}).to(torch::kBFloat16), rs = torch::randn({8, 200, 64}).to(torch::kBFloat16);
+  auto hx = torch::randn({1600, 1024}).to(torch::kBFloat16), hw = torch::randn({1024}).to(torch::kBFloat16);
   auto attn_ops = [](const Cache& c) {  // llama.cpp's general path
     for (int i = 0; i < 8; ++i) {
       auto p = mor::attention_probs(torch::matmul(c.q, c.k.transpose(2, 3)), c.mask, 8.0);
@@ -83,6 +90,9 @@ int main(int argc, char** argv) {
        [&] { mor::silu_mul_backward_bf16(d, g, u); }},
       {"dropout p=0.05", x.numel(), [&] { mor::scaled_dropout_reference(x, idx, 1 / 0.95); },
        [&] { mor::scaled_dropout(x, idx, 1 / 0.95); }},
+      {"rope prefill q", rq.numel(), [&] { mor::apply_rope(rq, rc, rs); }, [&] { mor::apply_rope_fused(rq, rc, rs); }},
+      {"rms_norm prefill", hx.numel(), [&] { mor::rms_norm_reference(hx, hw, 1e-5); },
+       [&] { mor::rms_norm_fused(hx, hw, 1e-5); }},
       {"decode attention B=1", c1.k.numel() * 2, [&] { attn_ops(c1); }, [&] { attn_kernel(c1); }},
       {"decode attention B=8", c8.k.numel() * 2, [&] { attn_ops(c8); }, [&] { attn_kernel(c8); }},
   };

@@ -40,6 +40,9 @@ MOR_CLONES float dot_row(const float* a, const float* b, int64_t n) {
 
 float sum_squares(const float* x, int64_t n) { return dot_row(x, x, n); }
 
+MOR_CLONES void load_row_bf16(const c10::BFloat16* src, float* dst, int64_t n) { load_row(src, dst, n); }
+MOR_CLONES void store_row_bf16(const float* src, c10::BFloat16* dst, int64_t n) { store_row(src, dst, n); }
+
 void check_kernel_dtype(const torch::Tensor& x, const char* what) {
   if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
     throw std::runtime_error(std::string(what) + ": fused kernel needs float32 or bfloat16, got " +
@@ -139,10 +142,6 @@ MOR_CLONES void softmax_grad_row(float* g, const float* p, float dot, float div,
   for (int64_t j = 0; j < n; ++j) g[j] = kern::rnd_if(kern::rnd_if((g[j] - dot) * p[j], bf16) / div, bf16);
 }
 
-// bf16 rows <-> float rows.
-MOR_CLONES void load_row_bf16(const c10::BFloat16* src, float* dst, int64_t n) { kern::load_row(src, dst, n); }
-MOR_CLONES void store_row_bf16(const float* src, c10::BFloat16* dst, int64_t n) { kern::store_row(src, dst, n); }
-
 // acc[j] += a * x[j] (the float32 sum of a probability-weighted value row).
 MOR_CLONES void axpy_row(float* acc, float a, const float* x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) acc[j] += a * x[j];
@@ -152,16 +151,8 @@ MOR_CLONES void round_row_bf16(float* x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) x[j] = kern::round_bf16(x[j]);
 }
 
-template <typename T>
-void load_any(const T* src, float* dst, int64_t n) {
-  if constexpr (std::is_same_v<T, c10::BFloat16>) load_row_bf16(src, dst, n);
-  else std::memcpy(dst, src, n * sizeof(float));
-}
-template <typename T>
-void store_any(const float* src, T* dst, int64_t n) {
-  if constexpr (std::is_same_v<T, c10::BFloat16>) store_row_bf16(src, dst, n);
-  else std::memcpy(dst, src, n * sizeof(float));
-}
+using kern::load_any;
+using kern::store_any;
 
 double finfo_lowest(torch::ScalarType dt) {
   return dt == torch::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())

@@ -125,6 +125,21 @@ inline void store_row(const float* src, T* dst, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] = from_f<T>(src[j]);
 }
 
+// bf16 rows <-> float rows as load_row/store_row, cloned per ISA: the inlined loops of a kernel
+// compiled for the baseline ISA (a template outside a clone) do not vectorise. float: a copy.
+void load_row_bf16(const c10::BFloat16* src, float* dst, int64_t n);
+void store_row_bf16(const float* src, c10::BFloat16* dst, int64_t n);
+template <typename T>
+void load_any(const T* src, float* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) load_row_bf16(src, dst, n);
+  else std::memcpy(dst, src, n * sizeof(float));
+}
+template <typename T>
+void store_any(const float* src, T* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) store_row_bf16(src, dst, n);
+  else std::memcpy(dst, src, n * sizeof(float));
+}
+
 // Throws unless x is a CPU float32/bfloat16 tensor; `what` names the kernel in the message.
 void check_kernel_dtype(const torch::Tensor& x, const char* what);
 
