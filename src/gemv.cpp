@@ -366,7 +366,8 @@ void low_rank_share(const std::vector<LowRankPart>& parts, int64_t M, int64_t t,
   for (const auto& p : parts) {
     const int64_t units = (p.O + kLowRankUnit - 1) / kLowRankUnit;
     const int64_t u0 = first_unit_at(lo - start, p.R, units), u1 = first_unit_at(hi - start, p.R, units);
-    if (u0 < u1) low_rank_range(p.acc, p.a, p.lda, p.bt, M, p.R, p.O, u0 * kLowRankUnit, std::min(p.O, u1 * kLowRankUnit));
+    if (u0 < u1)
+      low_rank_range(p.acc, p.a, p.lda, p.bt, M, p.R, p.O, u0 * kLowRankUnit, std::min(p.O, u1 * kLowRankUnit));
     start += units * p.R;
   }
 }
