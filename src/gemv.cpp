@@ -22,11 +22,7 @@
 #include "kernels_rows.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// GCC 12's AVX-512 headers pass an intentionally undefined register to the shuffles' masked
-// builtins, which -Wuninitialized reports at every inlining site.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
+#include <immintrin.h>  // (kernels_rows.h silences GCC 12's -Wuninitialized in these headers)
 #define MOR_HAVE_BF16_KERNEL 1
 #define MOR_BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
 #else
