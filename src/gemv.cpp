@@ -53,9 +53,16 @@ using kern::lane_sums;
 // at M = 1, 1.2x at M = 4.
 constexpr int kRowsInFlight = 4;
 
+// Two-pass rows (M > 4, see gemv_rows) take 6 W rows per block where K is small enough that x's 8
+// rows, the block and the next one stay in L1 (48 KiB): 24 accumulators a pass instead of 16, so
+// each pass keeps more products in flight per W byte. Cold W, 2 threads, M = 8, a standalone
+// probe: 1.15-1.2x at K = 1024; at K = 2816 6 rows lost 0-10%.
+int rows_in_flight(int64_t M, int64_t K) { return M > 4 && K <= 1536 ? 6 : kRowsInFlight; }
+
 // Dot products of MR rows of x (row stride ldx) with NR consecutive rows of w (length K, row
-// stride K): dot[m][n]. The K tail is loaded masked (zeros contribute nothing).
-template <int MR, int NR>
+// stride K): dot[m][n]. The K tail is loaded masked (zeros contribute nothing). Rows [P0, P1) of
+// the next block are prefetched (see gemv_rows).
+template <int MR, int NR, int P0 = 0, int P1 = NR>
 MOR_BF16_TARGET inline void dot_block(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t K,
                                       float dot[MR][NR]) {
   __m512 acc[MR][NR];
@@ -64,10 +71,8 @@ MOR_BF16_TARGET inline void dot_block(const uint16_t* x, int64_t ldx, const uint
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
     __m512i wv[NR];
-    for (int n = 0; n < NR; ++n) {
-      wv[n] = _mm512_loadu_si512(w + n * K + k);
-      _mm_prefetch(reinterpret_cast<const char*>(w + (n + NR) * K + k), _MM_HINT_T0);
-    }
+    for (int n = 0; n < NR; ++n) wv[n] = _mm512_loadu_si512(w + n * K + k);
+    for (int n = P0; n < P1; ++n) _mm_prefetch(reinterpret_cast<const char*>(w + (n + NR) * K + k), _MM_HINT_T0);
     for (int m = 0; m < MR; ++m) {
       const __m512i xv = _mm512_loadu_si512(x + m * ldx + k);
       for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)xv, (__m512bh)wv[n]);
@@ -82,7 +87,12 @@ MOR_BF16_TARGET inline void dot_block(const uint16_t* x, int64_t ldx, const uint
       for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)xv, (__m512bh)wv[n]);
     }
   }
-  lane_sums<MR * NR>(&acc[0][0], &dot[0][0]);
+  if constexpr (MR * NR <= 16) {
+    lane_sums<MR * NR>(&acc[0][0], &dot[0][0]);
+  } else {  // each sum follows the same tree in any group (lane_sums' test)
+    lane_sums<16>(&acc[0][0], &dot[0][0]);
+    lane_sums<MR * NR - 16>(&acc[0][0] + 16, &dot[0][0] + 16);
+  }
 }
 
 struct GemvArgs {
@@ -104,11 +114,11 @@ GemvArgs gemv_args(const torch::Tensor& x, const torch::Tensor& w, const torch::
                   accumulate};
 }
 
-// Rows m0 .. m0 + MR of y for W rows n .. n + NR.
-template <int MR, int NR>
+// Rows m0 .. m0 + MR of y for W rows n .. n + NR, prefetching rows [P0, P1) of the next block.
+template <int MR, int NR, int P0 = 0, int P1 = NR>
 MOR_BF16_TARGET inline void gemv_block(const GemvArgs& a, int64_t m0, int64_t n) {
   float d[MR][NR];
-  dot_block<MR, NR>(a.x + m0 * a.ldx, a.ldx, a.w + n * a.K, a.K, d);
+  dot_block<MR, NR, P0, P1>(a.x + m0 * a.ldx, a.ldx, a.w + n * a.K, a.K, d);
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < NR; ++j) {
       c10::BFloat16& out = a.y[(m0 + m) * a.N + n + j];
@@ -120,33 +130,33 @@ MOR_BF16_TARGET inline void gemv_block(const GemvArgs& a, int64_t m0, int64_t n)
 // W rows [n0, n1) for all MR rows of x: blocks of NR rows, then single rows for the remainder. Above
 // 4 rows of x a block runs as two passes (x rows 0-3, then the rest) over W's rows, the second from
 // L1: one pass of 8 x 2 accumulators measured 21-28 GB/s, two of 4 x 4 31-40 (cold W, 2 threads).
-// Every output's float sum is the same either way.
+// Every output's float sum is the same either way. With two passes each prefetches half of the
+// next block's rows: all in the first had left the memory idle during the second, whose loads hit
+// L1 (cold W, M = 8, 2 threads, a standalone probe: 29-33 -> 36-40 GB/s; the M = 1 rate is 39-49).
 template <int MR, int NR>
 MOR_BF16_TARGET void gemv_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
-  constexpr int M1 = MR <= 4 ? MR : 4, M2 = MR - M1;
+  constexpr int M1 = MR <= 4 ? MR : 4, M2 = MR - M1, P = M2 > 0 ? NR / 2 : NR;
   int64_t n = n0;
   for (; n + NR <= n1; n += NR) {
-    gemv_block<M1, NR>(a, 0, n);
-    if constexpr (M2 > 0) gemv_block<M2, NR>(a, M1, n);
+    gemv_block<M1, NR, 0, P>(a, 0, n);
+    if constexpr (M2 > 0) gemv_block<M2, NR, P, NR>(a, M1, n);
   }
   for (; n < n1; ++n) {
     gemv_block<M1, 1>(a, 0, n);
-    if constexpr (M2 > 0) gemv_block<M2, 1>(a, M1, n);
+    if constexpr (M2 > 0) gemv_block<M2, 1, 1, 1>(a, M1, n);
   }
 }
 
-// W rows in NR-row blocks of one or more weights (segments) sharing x, numbered one after another.
+// W rows in nr-row blocks of one or more weights (segments) sharing x, numbered one after another.
 // Blocks never straddle segments, so each row is computed as a lone gemv_rows call computes it.
-int64_t segment_blocks(const GemvArgs& a) { return (a.N + kRowsInFlight - 1) / kRowsInFlight; }
+int64_t segment_blocks(const GemvArgs& a, int nr) { return (a.N + nr - 1) / nr; }
 
-// Global blocks [b0, b1) of the segments, at most 16 accumulators (kRowsInFlight W rows against at
-// most 4 rows of x at a time).
-template <int MR>
+// Global blocks [b0, b1) of the segments, NR W rows against at most 4 rows of x at a time.
+template <int MR, int NR>
 void segment_rows(const GemvArgs* segs, size_t n, int64_t b0, int64_t b1) {
-  constexpr int NR = kRowsInFlight;
   int64_t first = 0;  // the segment's first global block
   for (size_t i = 0; i < n && first < b1; ++i) {
-    const int64_t nb = segment_blocks(segs[i]), lo = std::max(b0, first), hi = std::min(b1, first + nb);
+    const int64_t nb = segment_blocks(segs[i], NR), lo = std::max(b0, first), hi = std::min(b1, first + nb);
     if (lo < hi) gemv_rows<MR, NR>(segs[i], (lo - first) * NR, std::min(segs[i].N, (hi - first) * NR));
     first += nb;
   }
@@ -154,18 +164,29 @@ void segment_rows(const GemvArgs* segs, size_t n, int64_t b0, int64_t b1) {
 
 using SegmentRowsFn = void (*)(const GemvArgs*, size_t, int64_t, int64_t);
 
-SegmentRowsFn segment_rows_fn(int64_t M) {
+template <int NR>
+SegmentRowsFn segment_rows_for(int64_t M) {
   switch (M) {
-    case 1: return segment_rows<1>;
-    case 2: return segment_rows<2>;
-    case 3: return segment_rows<3>;
-    case 4: return segment_rows<4>;
-    case 5: return segment_rows<5>;
-    case 6: return segment_rows<6>;
-    case 7: return segment_rows<7>;
-    case 8: return segment_rows<8>;
+    case 1: return segment_rows<1, NR>;
+    case 2: return segment_rows<2, NR>;
+    case 3: return segment_rows<3, NR>;
+    case 4: return segment_rows<4, NR>;
+    case 5: return segment_rows<5, NR>;
+    case 6: return segment_rows<6, NR>;
+    case 7: return segment_rows<7, NR>;
+    case 8: return segment_rows<8, NR>;
     default: throw std::runtime_error("gemv_bf16: " + std::to_string(M) + " rows (at most 8)");
   }
+}
+
+// The row kernel for M rows of x with K columns, and its W rows per block.
+struct RowsKernel {
+  SegmentRowsFn fn;
+  int nr;
+};
+RowsKernel rows_kernel(int64_t M, int64_t K) {
+  const int nr = rows_in_flight(M, K);
+  return {nr == kRowsInFlight ? segment_rows_for<kRowsInFlight>(M) : segment_rows_for<6>(M), nr};
 }
 
 #endif  // MOR_HAVE_BF16_KERNEL
@@ -197,9 +218,9 @@ torch::Tensor gemv_bf16(const torch::Tensor& x, const torch::Tensor& w, torch::T
   torch::Tensor y = acc.defined() ? acc : torch::empty({M, N}, w.options());
 #if MOR_HAVE_BF16_KERNEL
   const GemvArgs a = gemv_args(x, w, y, acc.defined());
-  const auto rows = segment_rows_fn(M);
-  const int64_t blocks = segment_blocks(a), tasks = gemv_tasks(2 * N * K);
-  at::parallel_for(0, blocks, (blocks + tasks - 1) / tasks, [&](int64_t b0, int64_t b1) { rows(&a, 1, b0, b1); });
+  const RowsKernel rows = rows_kernel(M, K);
+  const int64_t blocks = segment_blocks(a, rows.nr), tasks = gemv_tasks(2 * N * K);
+  at::parallel_for(0, blocks, (blocks + tasks - 1) / tasks, [&](int64_t b0, int64_t b1) { rows.fn(&a, 1, b0, b1); });
 #endif
   return y;
 }
@@ -377,7 +398,7 @@ void gemv_group(const torch::Tensor& x, std::vector<GemvProjection>& ps) {
                              "B^T [R, N]) on an AVX512-BF16 CPU with the fused kernels on");
 #if MOR_HAVE_BF16_KERNEL
   const int64_t M = x.size(0);
-  const auto rows = segment_rows_fn(M);
+  const RowsKernel rows = rows_kernel(M, x.size(1));
   std::vector<GemvArgs> segs;
   std::vector<LowRankPart> parts;
   int64_t bytes = 0, blocks = 0;
@@ -392,7 +413,7 @@ void gemv_group(const torch::Tensor& x, std::vector<GemvProjection>& ps) {
                        E + R, R, p.w.size(0)});
     }
   }
-  for (const auto& a : segs) bytes += 2 * a.N * a.K, blocks += segment_blocks(a);
+  for (const auto& a : segs) bytes += 2 * a.N * a.K, blocks += segment_blocks(a, rows.nr);
   auto gate = [&] {
     for (auto& p : ps)
       if (p.ra.defined())
@@ -405,7 +426,7 @@ void gemv_group(const torch::Tensor& x, std::vector<GemvProjection>& ps) {
 #pragma omp parallel num_threads(static_cast<int>(tasks))
     {
       const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-      rows(segs.data(), segs.size(), blocks * t / nt, blocks * (t + 1) / nt);
+      rows.fn(segs.data(), segs.size(), blocks * t / nt, blocks * (t + 1) / nt);
 #pragma omp barrier
 #pragma omp single
       gate();
@@ -414,7 +435,7 @@ void gemv_group(const torch::Tensor& x, std::vector<GemvProjection>& ps) {
     return;
   }
 #endif
-  rows(segs.data(), segs.size(), 0, blocks);
+  rows.fn(segs.data(), segs.size(), 0, blocks);
   gate();
   low_rank_share(parts, M, 0, 1);
 #endif

@@ -65,6 +65,25 @@ TEST(Gemv, MatchesReferenceAndMmOddShapes) {
   std::printf("gemv vs reference/mm: max error %.2f bf16 steps, bitwise-equal fraction >= %.4f\n", worst, least_equal);
 }
 
+// The blocking (W rows per block: 6 for M > 4 at K <= 1536, else 4; one or two passes over x's rows,
+// a remainder of single rows) moves no value: each row of an M-row call is bitwise the one-row call.
+TEST(Gemv, RowsAreBitwiseIndependentOfTheBlocking) {
+  if (!kernel_here()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or fused kernels off)";
+  torch::NoGradGuard ng;
+  uint64_t seed = 500;
+  for (int64_t K : {33, 1024, 1537})
+    for (int64_t N : {5, 37, 260}) {
+      auto w = rand_bf16({N, K}, seed++);
+      for (int64_t M = 2; M <= kGemvMaxRows; ++M) {
+        auto x = rand_bf16({M, K}, seed++);
+        auto y = gemv_bf16(x, w);
+        for (int64_t m = 0; m < M; ++m)
+          ASSERT_TRUE(torch::equal(y[m], gemv_bf16(x.narrow(0, m, 1), w)[0])) << "M " << M << " K " << K << " N " << N
+                                                                            << " row " << m;
+      }
+    }
+}
+
 TEST(Gemv, StridedAndOffsetRowsAndAccumulate) {
   if (!kernel_here()) GTEST_SKIP() << "no AVX512-BF16 on this CPU (or fused kernels off)";
   torch::NoGradGuard ng;
