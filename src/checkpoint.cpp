@@ -142,6 +142,31 @@ void write_contents(const fs::path& dir, const CheckpointContents& c) {
 }
 }  // namespace
 
+void remove_checkpoint(const std::string& dir) {
+  const fs::path d(dir);
+  const fs::path doomed = d.parent_path() / (".tmp-delete-" + d.filename().string());
+  std::error_code ec;
+  fs::remove_all(doomed, ec);
+  fs::rename(d, doomed, ec);  // one step: the folder stops being a checkpoint-N whole
+  if (ec) throw std::runtime_error("cannot remove checkpoint " + dir + ": " + ec.message());
+  fs::remove_all(doomed, ec);
+}
+
+namespace {
+// Staging and deletion folders a killed run left in output_dir (.tmp-checkpoint-N, .tmp-delete-*):
+// never a checkpoint-N, so nothing reads them; removed after the next complete save.
+void sweep_staging(const fs::path& out) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(out, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".tmp-checkpoint-", 0) == 0 || name.rfind(".tmp-delete-checkpoint-", 0) == 0)
+      stale.push_back(e.path());
+  }
+  for (const auto& p : stale) fs::remove_all(p, ec);
+}
+}  // namespace
+
 std::string save_checkpoint(const std::string& output_dir, int64_t step, const CheckpointContents& c,
                             int64_t save_total_limit) {
   const fs::path out(output_dir);
@@ -152,7 +177,8 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const C
   try {
     fs::create_directories(tmp);
     write_contents(tmp, c);
-    fs::remove_all(final_dir);
+    // An older checkpoint-<step> leaves by a rename, only once its successor is complete.
+    if (fs::exists(final_dir)) remove_checkpoint(final_dir.string());
     fs::rename(tmp, final_dir);
   } catch (const std::exception& e) {
     fs::remove_all(tmp, ec);
@@ -160,9 +186,16 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const C
     if (auto* fe = dynamic_cast<const fs::filesystem_error*>(&e)) m = fe->path1().string() + ": " + fe->code().message();
     throw std::runtime_error("checkpoint " + final_dir.string() + " not written: " + m);
   }
+  sweep_staging(out);
   if (save_total_limit > 0) {
+    // Renamed before removal: a kill inside remove_all must not leave a half-deleted checkpoint-N.
     auto cks = list_checkpoints(output_dir);
-    for (size_t i = 0; i + save_total_limit < cks.size(); ++i) fs::remove_all(cks[i].second, ec);
+    for (size_t i = 0; i + save_total_limit < cks.size(); ++i) {
+      try {
+        remove_checkpoint(cks[i].second);
+      } catch (const std::runtime_error&) {  // a prune that cannot rename keeps a whole checkpoint, as before
+      }
+    }
   }
   return final_dir.string();
 }

@@ -43,8 +43,9 @@ struct CheckpointContents {
   std::vector<std::string> rng_states;  // per rank: torch archive bytes of the CPU generator state
   nlohmann::json trainer_state, data_state, scheduler, training_args;
 };
-// Writes output_dir/checkpoint-<step> (staged, then renamed), then keeps the newest save_total_limit
-// (0 = all). Returns the folder. Throws std::runtime_error naming the file that could not be written.
+// Writes output_dir/checkpoint-<step> (staged, then renamed; an older one of that step replaced only
+// then), sweeps staging folders a killed run left, then keeps the newest save_total_limit (0 = all;
+// pruned by remove_checkpoint). Returns the folder. Throws std::runtime_error naming the file that could not be written.
 std::string save_checkpoint(const std::string& output_dir, int64_t step, const CheckpointContents& c,
                             int64_t save_total_limit);
 
@@ -75,6 +76,10 @@ ResumeState parse_resume_state(const LoadedCheckpoint& ck, const std::string& di
 // c10::Error from a half-written archive.
 std::string serialize_optimizer(const torch::optim::Optimizer& optimizer);
 std::string serialize_tensor(const torch::Tensor& t);
+
+// Removes a checkpoint folder so that a kill at any moment leaves it whole or gone: renamed to a
+// .tmp-delete-<name> sibling first (never listed), then deleted. Throws if the rename fails.
+void remove_checkpoint(const std::string& dir);
 
 // output_dir/checkpoint-N folders, sorted by N.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir);

@@ -152,7 +152,7 @@ void Trainer::build_model() {
 
 void Trainer::prepare_output_dir() {
   if (in_.opt.overwrite_output_dir && in_.resume.kind != ResumeKind::Full) {
-    for (auto& [n, path] : list_checkpoints(out_)) fs::remove_all(path);  // the previous run's
+    for (auto& [n, path] : list_checkpoints(out_)) remove_checkpoint(path);  // the previous run's
   }
   fs::create_directories(out_);
   write_file_atomic((fs::path(out_) / "training_args.json").string(), training_args_json(in_.opt).dump(2) + "\n");

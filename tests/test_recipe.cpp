@@ -13,6 +13,8 @@
 
 #include "adapter.h"
 #include "allocation.h"
+#include "checkpoint.h"
+#include "files.h"
 #include "helpers.h"
 #include "open_model.h"
 #include "step_fixture.h"
@@ -195,6 +197,44 @@ TEST(RecipeSafety, FreshRunKeepsPreviousOutputUnlessOverwrite) {
   EXPECT_FALSE(test::read_file(out + "/adapter_model.safetensors") == adapter);
   EXPECT_TRUE(fs::exists(out + "/checkpoint-1"));
   EXPECT_FALSE(fs::exists(out + "/checkpoint-2")) << "the previous run's checkpoints are replaced";
+}
+
+// Pruning and replacing rename a checkpoint out of the checkpoint-N names before deleting it (a kill
+// inside remove_all had left a half-deleted checkpoint-1 that Kill9 found); staging folders a killed
+// run left are swept by the next complete save.
+TEST(RecipeSafety, CheckpointRotationLeavesOnlyWholeCheckpoints) {
+  const std::string out = test::scratch_dir("rotation");
+  for (std::string stale : {".tmp-checkpoint-9", ".tmp-delete-checkpoint-2"}) {
+    fs::create_directories(out + "/" + stale);
+    mor::write_file(out + "/" + stale + "/optimizer.pt", "partial");
+  }
+  auto contents = [](int64_t step) {
+    CheckpointContents c;
+    c.write_adapter = [step](const std::string& dir) { mor::write_file(dir + "/adapter_model.bin", std::to_string(step)); };
+    c.optimizer = "opt";
+    c.rng_states = {"rng"};
+    c.trainer_state = {{"global_step", step}};
+    c.data_state = c.scheduler = c.training_args = nlohmann::json::object();
+    return c;
+  };
+  for (int64_t step : {1, 2, 3}) save_checkpoint(out, step, contents(step), 2);
+  std::vector<std::string> names;
+  for (auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"checkpoint-2", "checkpoint-3"}));
+  auto again = contents(3);
+  again.write_adapter = [](const std::string& dir) { mor::write_file(dir + "/adapter_model.bin", "replaced"); };
+  save_checkpoint(out, 3, again, 2);
+  EXPECT_EQ(test::read_file(out + "/checkpoint-3/adapter_model.bin"), "replaced");
+  EXPECT_TRUE(is_full_checkpoint(out + "/checkpoint-3"));
+  EXPECT_EQ(list_checkpoints(out).size(), 2u);
+  try {
+    remove_checkpoint(out + "/checkpoint-77");
+    ADD_FAILURE() << "no error for a missing checkpoint";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot remove checkpoint " + out + "/checkpoint-77"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(RecipeSafety, IncompleteCheckpointIsAnError) {
