@@ -6,7 +6,7 @@
 // batch 1. Beside the bf16 matmul peak at the prefill shape (start and end of the run, the higher
 // one used) and the read bandwidth (a 512 MiB sum at the start and after each round, the best one
 // used) it prints: prefill % of peak, decode weight-read bandwidth % of the
-// measured one, decode B=8 / B=1 step ratio, adapter overhead % and eval examples/s batch 8 / batch 1,
+// measured one (the best, and paired: each round against the reading taken right after it), decode B=8 / B=1 step ratio, adapter overhead % and eval examples/s batch 8 / batch 1,
 // each as a median over rounds with the per-round values.
 // --modes ops,fused runs every configuration twice per round, with the fused kernels of kernels.h off
 // (the op-by-op path) and on, and prints the fused/ops speed-up per round: before/after in one run.
@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
 
   // Per-round series; the achieved FLOP/s and bytes/s become percentages at the end.
   std::map<std::string, std::vector<double>> s, mm_rate, read_rate;
+  std::vector<double> round_bw;  // the bandwidth read right after each round (the paired yardstick)
   auto sqa_rate = [&](int64_t bs) {
     auto t = Clock::now();
     for (int64_t i = 0; i < sqa_examples; i += bs) {
@@ -145,7 +146,8 @@ int main(int argc, char** argv) {
       }
     }
     if (r < 0) continue;
-    bw = std::max(bw, bench::read_bandwidth(3));
+    round_bw.push_back(bench::read_bandwidth(3));
+    bw = std::max(bw, round_bw.back());
     for (const auto& md : modes) {
       const std::string pre = modes.size() > 1 ? "[" + md + "] " : "";
       for (int64_t B : {1, 8}) {
@@ -197,7 +199,12 @@ int main(int argc, char** argv) {
   for (auto& [k, v] : mm_rate)
     for (double x : v) s[k].push_back(100.0 * x / peak);
   for (auto& [k, v] : read_rate)
-    for (double x : v) s[k].push_back(100.0 * x / bw);
+    for (size_t i = 0; i < v.size(); ++i) {
+      s[k].push_back(100.0 * v[i] / bw);
+      s[k + " (round's own)"].push_back(100.0 * v[i] / round_bw[i]);
+    }
+  s["read bandwidth after each round GB/s"] = round_bw;
+  for (double& x : s["read bandwidth after each round GB/s"]) x /= 1e9;
   std::printf("medians over %d rounds [per round]:\n", rounds);
   for (const auto& [k, v] : s) bench::print_row(k, v, "");
   return 0;

@@ -47,7 +47,7 @@ bool cpu_has_avx512bf16() {
 
 using kern::lane_sums;
 
-// W rows in flight per block. Each load prefetches the same position of the next block's row (a
+// W rows in flight per block above 4 rows of x at K > 1536 (see rows_in_flight). Each load prefetches the same position of the next block's row (a
 // prefetch past W's end is harmless): a fixed 1024 elements ahead had hit, for 3 of 4 rows at
 // K = 1024, a row of the block already being loaded. Measured on a cold 64 MB W, 2 threads: 1.1x
 // at M = 1, 1.2x at M = 4.
@@ -57,7 +57,17 @@ constexpr int kRowsInFlight = 4;
 // rows, the block and the next one stay in L1 (48 KiB): 24 accumulators a pass instead of 16, so
 // each pass keeps more products in flight per W byte. Cold W, 2 threads, M = 8, a standalone
 // probe: 1.15-1.2x at K = 1024; at K = 2816 6 rows lost 0-10%.
-int rows_in_flight(int64_t M, int64_t K) { return M > 4 && K <= 1536 ? 6 : kRowsInFlight; }
+//
+// At most 4 rows of x, W is read one row at a time, front to back (the next row prefetched at the
+// same offset): interleaving 4 rows' loads had made 4 streams 2K bytes apart, which the hardware
+// prefetchers followed worse. Cold W, 2 threads, M = 1, one process alternating the two: lm_head
+// [32000, 1024] 39 -> 49 GB/s, q [1024, 1024] 31 -> 42, k/v [256, 1024] 28 -> 40; M = 2 and 4 gain
+// 10-40%. Above 4 rows one W row per block lost (M = 8 decode steps 8.6 -> 10.5 ms): there x's
+// rows cost a load each per W load, so blocks of rows reuse them from registers.
+int rows_in_flight(int64_t M, int64_t K) {
+  if (M <= 4) return 1;
+  return K <= 1536 ? 6 : kRowsInFlight;
+}
 
 // Dot products of MR rows of x (row stride ldx) with NR consecutive rows of w (length K, row
 // stride K): dot[m][n]. The K tail is loaded masked (zeros contribute nothing). Rows [P0, P1) of
@@ -186,6 +196,7 @@ struct RowsKernel {
 };
 RowsKernel rows_kernel(int64_t M, int64_t K) {
   const int nr = rows_in_flight(M, K);
+  if (nr == 1) return {segment_rows_for<1>(M), nr};
   return {nr == kRowsInFlight ? segment_rows_for<kRowsInFlight>(M) : segment_rows_for<6>(M), nr};
 }
 
